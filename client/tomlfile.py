@@ -1,0 +1,124 @@
+"""Load TOML into pydantic models with errors that name the file and line.
+
+``tomllib`` reports syntax errors with a line; pydantic reports a key path
+(``profiles.gpu.dashboard_port``) but no line. ``locate`` maps a key path back to the
+line that sets it, so every config error reads ``tether.toml:12: profiles.gpu.port: ...``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TypeVar
+
+import tomllib
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _key_pattern(key: str) -> re.Pattern[str]:
+    quoted = re.escape(key)
+    return re.compile(rf'^\s*(?:{quoted}|"{quoted}"|\'{quoted}\')\s*=')
+
+
+def locate(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """Best line (1-based) in ``text`` for the key path ``loc``; None when not found."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if not parts:
+        return None
+    lines = text.splitlines()
+    # Walk tables: the longest table header that is a prefix of the path, then the key in it.
+    best: int | None = None
+    for depth in range(len(parts), -1, -1):
+        table = ".".join(parts[:depth])
+        rest = parts[depth:]
+        start, end = _table_span(lines, table)
+        if start is None:
+            continue
+        if not rest:
+            return start + 1 if table else None
+        # The first remaining part may be a key (`port = 1`) or a dotted key (`a.b = 1`).
+        pat = _key_pattern(rest[0])
+        dotted = _key_pattern(".".join(rest))
+        for i in range(start + (1 if table else 0), end):
+            if dotted.match(lines[i]) or pat.match(lines[i]):
+                return i + 1
+        if table and best is None:
+            best = start + 1
+    return best
+
+
+def _table_span(lines: list[str], table: str) -> tuple[int | None, int]:
+    """(header line index, end index) of ``[table]``; top level is table ''."""
+    start: int | None = 0 if table == "" else None
+    for i, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if not m:
+            continue
+        name = ".".join(p.strip().strip("\"'") for p in m.group(1).split("."))
+        if start is not None:
+            return start, i
+        if name == table:
+            start = i
+    return start, len(lines)
+
+
+def load_model(path: Path, model: type[M], *, what: str) -> M:
+    """Parse ``path`` as TOML and validate it as ``model``; ConfigError names file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}", hint="check the path") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    return parse_model(text, model, source=str(path))
+
+
+def parse_model(text: str, model: type[M], *, source: str) -> M:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not valid TOML: {exc}", hint="fix the TOML syntax at that line"
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, data=data, text=text, source=source)) from None
+
+
+def _data_path(data: object, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """``loc`` without the parts pydantic adds that are not keys (union discriminator tags)."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            node = node[part]
+        elif not last:
+            continue  # e.g. the tag 'ssh' in ('profiles', 'gpu', 'ssh', 'port')
+        out.append(part)
+    return tuple(out)
+
+
+def _format(exc: ValidationError, *, data: object, text: str, source: str) -> str:
+    out = []
+    for err in exc.errors():
+        loc = _data_path(data, tuple(err["loc"]))
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        line = locate(text, loc)
+        where = f"{source}:{line}" if line else source
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/configuration.md)"
+        elif "input" in err and err["type"] not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})"
+        out.append(f"{where}: {dotted}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(out)

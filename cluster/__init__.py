@@ -1,0 +1,1 @@
+"""Runs inside Ray: job entrypoint, tasks and actors that wrap ``ml``."""

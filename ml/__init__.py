@@ -1,0 +1,1 @@
+"""Pure ML and analysis. Imports no ray, fabric or textual; runs anywhere."""
