@@ -5,11 +5,10 @@ The file is optional; without it tether runs on the embedded ``local`` profile.
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .errors import ConfigError
 from .tomlfile import load_model
@@ -27,18 +26,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ProfileKind(str, Enum):
-    LOCAL = "local"
-    SSH = "ssh"
-
-
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class LocalProfile(_Strict):
     """The embedded default: the head node is this machine."""
 
-    kind: Literal[ProfileKind.LOCAL] = ProfileKind.LOCAL
+    kind: Literal["local"] = "local"
     dashboard_port: Port = 8265
     num_gpus: int | None = Field(
         default=None, ge=0, description="logical GPUs for the embedded cluster (None: detect)"
@@ -48,7 +42,7 @@ class LocalProfile(_Strict):
 class SSHProfile(_Strict):
     """A head node reached over SSH, named as a Host in ~/.ssh/config."""
 
-    kind: Literal[ProfileKind.SSH]
+    kind: Literal["ssh"]
     host: str = Field(min_length=1, description="Host alias from the SSH config")
     repo_path: str = "~/tether.git"
     python: str = "~/tether-venv/bin/python"
@@ -73,27 +67,31 @@ class HeartbeatSettings(_Strict):
     interval_s: float = Field(default=30.0, ge=1)
     stall_timeout_s: float = Field(default=300.0, gt=0)
 
-    @model_validator(mode="after")
-    def _stall_after_beat(self) -> HeartbeatSettings:
-        if self.stall_timeout_s < self.interval_s:
-            raise ValueError("stall_timeout_s must be at least interval_s")
-        return self
+    @field_validator("stall_timeout_s")
+    @classmethod
+    def _stall_after_beat(cls, value: float, info: ValidationInfo) -> float:
+        beat = info.data.get("interval_s")
+        if beat is not None and value < beat:
+            raise ValueError(f"stall_timeout_s must be at least interval_s ({beat})")
+        return value
 
 
 class TetherConfig(_Strict):
+    # `profiles` comes first so the check of `default_profile` can see it.
+    profiles: dict[str, Profile] = Field(default_factory=dict)
     default_profile: str = "local"
     results_dir: str = "results"
-    profiles: dict[str, Profile] = Field(default_factory=dict)
     sync: SyncRules = Field(default_factory=SyncRules)
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
 
-    @model_validator(mode="after")
-    def _known_default(self) -> TetherConfig:
-        if self.default_profile != "local" and self.default_profile not in self.profiles:
-            raise ValueError(
-                f"default_profile {self.default_profile!r} is not defined under [profiles]"
-            )
-        return self
+    @field_validator("default_profile")
+    @classmethod
+    def _known_default(cls, value: str, info: ValidationInfo) -> str:
+        profiles = info.data.get("profiles", {})
+        if value != "local" and value not in profiles:
+            known = ", ".join(sorted({"local", *profiles}))
+            raise ValueError(f"no profile {value!r} under [profiles]; known: {known}")
+        return value
 
     def profile(self, name: str | None = None) -> tuple[str, LocalProfile | SSHProfile]:
         """The named profile (default: ``default_profile``); ``local`` always exists."""

@@ -242,7 +242,7 @@ def _profile_checks(
         name, prof = config.profile(profile)
     except TetherError as exc:
         return [Check("profile", Status.FAIL, exc.message, exc.hint or "")]
-    checks = [Check("profile", Status.PASS, f"{name} ({prof.kind.value})")]
+    checks = [Check("profile", Status.PASS, f"{name} ({prof.kind})")]
     if isinstance(prof, LocalProfile):
         checks.append(check_local_cluster(prof))
     else:

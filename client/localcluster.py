@@ -58,6 +58,7 @@ def start_local_cluster(
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     gcs_port: int | None = None,
+    object_store_bytes: int | None = None,
     timeout_s: float = 90.0,
 ) -> LocalCluster:
     """Start a Ray head on this machine with its dashboard on 127.0.0.1 only.
@@ -74,10 +75,25 @@ def start_local_cluster(
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]  # fmt: skip
+    # Every fixed default port (agent 52365, metrics, client server...) gets a free one, so
+    # two clusters on one machine (a demo and the test suite) never fight over a port.
+    agent_port = free_port()
+    cmd.append(f"--dashboard-agent-listen-port={agent_port}")
+    for flag in (
+        "--dashboard-agent-grpc-port",
+        "--metrics-export-port",
+        "--runtime-env-agent-port",
+        "--ray-client-server-port",
+        "--node-manager-port",
+        "--object-manager-port",
+    ):
+        cmd.append(f"{flag}={free_port()}")
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
     if num_gpus is not None:
         cmd.append(f"--num-gpus={num_gpus}")
+    if object_store_bytes is not None:
+        cmd.append(f"--object-store-memory={object_store_bytes}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
     if proc.returncode != 0:
@@ -92,22 +108,28 @@ def start_local_cluster(
     cluster = LocalCluster(
         gcs_address=f"127.0.0.1:{gcs_port}", dashboard_url=url, temp_dir=temp_dir
     )
-    _wait_for_jobs_api(url, deadline=time.monotonic() + timeout_s, temp_dir=temp_dir)
+    _wait_for_jobs_api(
+        url, agent_port=agent_port, deadline=time.monotonic() + timeout_s, temp_dir=temp_dir
+    )
     return cluster
 
 
-def _wait_for_jobs_api(url: str, *, deadline: float, temp_dir: Path) -> None:
-    """Block until the Jobs API answers its list endpoint (the job agent is up)."""
+def _wait_for_jobs_api(url: str, *, agent_port: int, deadline: float, temp_dir: Path) -> None:
+    """Block until the Jobs API can take a job: the dashboard answers and the head's job
+    agent (which runs submitted jobs) listens on its port."""
     from ray.job_submission import JobSubmissionClient
+    from ray.util import get_node_ip_address
 
+    node_ip = get_node_ip_address()
     last = "no answer"
     while time.monotonic() < deadline:
         try:
             JobSubmissionClient(url).list_jobs()
+            socket.create_connection((node_ip, agent_port), timeout=1).close()
             return
-        except Exception as exc:
-            last = str(exc).splitlines()[0][:200]
-            time.sleep(0.5)
+        except Exception as exc:  # the dashboard raises several kinds while it starts
+            last = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            time.sleep(0.25)
     stop_local_cluster(temp_dir=temp_dir)
     raise ClusterError(
         f"the local Ray cluster did not serve the Jobs API at {url}: {last}",

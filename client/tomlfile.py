@@ -112,13 +112,21 @@ def _format(exc: ValidationError, *, data: object, text: str, source: str) -> st
     out = []
     for err in exc.errors():
         loc = _data_path(data, tuple(err["loc"]))
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        msg = err["msg"]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            ctx = err.get("ctx", {})
+            loc = (*loc, str(ctx.get("discriminator", "kind")).strip("'\""))
+            choices = str(ctx.get("expected_tags", "")).replace("'", "")
+            got = f"got {ctx['tag']!r}" if "tag" in ctx else "missing"
+            msg = f"must be one of: {choices} ({got})"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/configuration.md)"
+        elif err["type"] == "value_error":
+            msg = f"{msg.removeprefix('Value error, ')} (got {err['input']!r})"
+        elif "input" in err and err["type"] != "missing":
+            msg = f"{msg} (got {err['input']!r})"
         line = locate(text, loc)
         where = f"{source}:{line}" if line else source
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see docs/configuration.md)"
-        elif "input" in err and err["type"] not in ("missing",):
-            msg = f"{msg} (got {err['input']!r})"
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
         out.append(f"{where}: {dotted}: {msg}")
     return "invalid configuration:\n  " + "\n  ".join(out)
