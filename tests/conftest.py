@@ -31,6 +31,28 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+REAL_PARTS = ("ray_cluster", "ray_driver", "multinode_cluster", "sshd", "git_repo", "head_repo")
+_USED: dict[str, dict[str, int]] = {name: {} for name in REAL_PARTS}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        for name in set(getattr(item, "fixturenames", ())) & set(REAL_PARTS):
+            counts = _USED[name]
+            counts[report.outcome] = counts.get(report.outcome, 0) + 1
+    return report
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Show which real parts the run used, so a skipped sshd cannot hide in a green run."""
+    terminalreporter.section("real parts used by tests")
+    for name, counts in _USED.items():
+        detail = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "unused"
+        terminalreporter.write_line(f"{name:18} {detail}")
+
+
 # --------------------------------------------------------------------------- Ray
 
 
@@ -112,7 +134,11 @@ class SSHD:
 
 
 def _find_sshd() -> str | None:
-    for cand in (shutil.which("sshd"), "/usr/sbin/sshd", "/usr/local/sbin/sshd"):
+    forced = os.environ.get("TETHER_SSHD_BINARY")  # lets a test play "no sshd here"
+    candidates = (
+        (forced,) if forced else (shutil.which("sshd"), "/usr/sbin/sshd", "/usr/local/sbin/sshd")
+    )
+    for cand in candidates:
         if cand and os.access(cand, os.X_OK):
             return cand
     return None
