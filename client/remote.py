@@ -7,6 +7,7 @@ checked: known_hosts is loaded and an unknown host is refused unless the caller 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,7 +41,22 @@ class Remote(Protocol):
     def close(self) -> None: ...
 
 
-def _result(name: str, command: str, res: invoke.Result, *, check: bool) -> CommandResult:
+def _invoke(
+    run: Callable[..., invoke.Result],
+    name: str,
+    command: str,
+    *,
+    timeout: float | None,
+    check: bool,
+) -> CommandResult:
+    """Run ``command`` with invoke's or Fabric's ``run``; one result and error shape for both."""
+    try:
+        res = run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+    except invoke.CommandTimedOut as exc:
+        raise RemoteError(
+            f"command on {name} timed out after {timeout}s: {command}",
+            hint="raise the timeout or check what the command waits for",
+        ) from exc
     out = CommandResult(command=command, exit_code=res.exited, stdout=res.stdout, stderr=res.stderr)
     if check and not out.ok:
         raise CommandFailed(
@@ -57,14 +73,7 @@ class LocalRemote:
     def run(
         self, command: str, *, timeout: float | None = None, check: bool = True
     ) -> CommandResult:
-        try:
-            res = invoke.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-        except invoke.CommandTimedOut as exc:
-            raise RemoteError(
-                f"command on {self.name} timed out after {timeout}s: {command}",
-                hint="raise the timeout or check what the command waits for",
-            ) from exc
-        return _result(self.name, command, res, check=check)
+        return _invoke(invoke.run, self.name, command, timeout=timeout, check=check)
 
     def close(self) -> None:
         pass
@@ -147,18 +156,12 @@ class SSHRemote:
     ) -> CommandResult:
         self.open()
         try:
-            res = self._conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-        except invoke.CommandTimedOut as exc:
-            raise RemoteError(
-                f"command on {self.name} timed out after {timeout}s: {command}",
-                hint="raise the timeout or check what the command waits for",
-            ) from exc
+            return _invoke(self._conn.run, self.name, command, timeout=timeout, check=check)
         except (OSError, paramiko.SSHException) as exc:
             raise RemoteError(
                 f"SSH to {self.name} dropped while running {command!r}: {exc}",
                 hint="run the command again; check the head with `tether doctor`",
             ) from exc
-        return _result(self.name, command, res, check=check)
 
     def close(self) -> None:
         self._conn.close()

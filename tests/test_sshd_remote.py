@@ -109,3 +109,17 @@ def test_local_remote_runs_commands_here(tmp_path):
     with pytest.raises(CommandFailed) as err:
         remote.run("echo boom >&2; exit 4")
     assert err.value.exit_code == 4 and "boom" in str(err.value)
+    with pytest.raises(RemoteError) as err:
+        remote.run("sleep 20", timeout=1)
+    assert "timed out after 1s" in err.value.message
+
+
+def test_ssh_command_timeout_is_an_error_that_names_the_command(sshd):
+    remote = SSHRemote(host=sshd.host_alias, ssh_config=sshd.ssh_config)
+    try:
+        with pytest.raises(RemoteError) as err:
+            remote.run("sleep 20", timeout=1)
+        assert "timed out after 1s: sleep 20" in err.value.message
+        assert remote.run("echo still-usable").stdout.strip() == "still-usable"
+    finally:
+        remote.close()
