@@ -15,9 +15,8 @@ from pathlib import Path
 
 import ray
 
+from ml.atomic import write_json_atomic
 from ml.quickfit import QuickFitConfig, fit
-
-from .atomic import write_json_atomic
 
 
 @ray.remote
