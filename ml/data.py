@@ -12,6 +12,7 @@ any sample can be rebuilt alone, on any machine, in any order.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -239,7 +240,8 @@ class DatasetInfo:
     config: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON types (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 def dataset_info(config: TrackConfig | FrequencyConfig) -> DatasetInfo:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 from collections.abc import Sequence
@@ -100,7 +101,8 @@ class TrainConfig:
         return self.extractor.name if self.task == "track_persistence" else "lstm"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON types (tuples become lists), as stored in checkpoints and results."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
