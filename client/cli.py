@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep-cluster", action="store_true", help="leave the local Ray cluster running"
     )
+    demo.add_argument(
+        "--quick", action="store_true", help="tiny models, one epoch: checks the plumbing only"
+    )
     return parser
 
 
@@ -98,19 +101,23 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         config=config,
         echo=lambda line: console.print(line, markup=False),
         keep_cluster=args.keep_cluster,
+        quick=args.quick,
     )
-    table = Table(title=f"run {result.run_id}: two-spiral MLP, capacity sweep")
-    for col in ("hidden", "test accuracy", "final train loss", "seconds"):
+    table = Table(title=f"run {result.run_id}: extractor comparison, track persistence")
+    for col in ("extractor", "params", "test acc", "F1", "acc @ early", "compute saved", "train s"):
         table.add_column(col, justify="right")
     for t in result.results["trials"]:
         table.add_row(
-            str(t["config"]["hidden"]),
-            f"{t['test_accuracy']:.3f}",
-            f"{t['train_loss'][-1]:.4f}",
-            f"{t['seconds']:.1f}",
+            t["model"],
+            f"{t['parameters']:,}",
+            f"{t['accuracy']:.1%}",
+            f"{t['f1']:.3f}",
+            f"{t['accuracy_at_decision']:.1%}",
+            f"{t['compute_savings_pct']:.0f}%",
+            f"{t['train_seconds']:.0f}",
         )
     console.print(table)
-    console.print(f"results: {result.run_dir / 'results.json'}")
+    console.print(f"results: {result.run_dir} (training_results.json per extractor)")
     return 0
 
 

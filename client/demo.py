@@ -62,7 +62,8 @@ def run_demo(
     config: TetherConfig,
     echo: Callable[[str], None],
     keep_cluster: bool = False,
-    timeout_s: float = 600.0,
+    quick: bool = False,
+    timeout_s: float = 1800.0,
 ) -> DemoResult:
     _, profile = config.profile("local")
     assert isinstance(profile, LocalProfile)
@@ -87,6 +88,8 @@ def run_demo(
             f"cd {shlex.quote(str(root))} && {shlex.quote(sys.executable)} -m cluster.entrypoint "
             f"--run-id {run_id} --run-dir {shlex.quote(str(run_dir))}"
         )
+        if quick:  # seconds, not minutes: tiny models, one epoch, a few clips
+            entrypoint += " --size tiny --epochs 1 --train-size 64"
         job_id = client.submit_job(
             entrypoint=entrypoint,
             submission_id=run_id,
@@ -104,7 +107,7 @@ def run_demo(
             f"demo job {job_id} ended {status.value}; last log lines:\n{tail}",
             hint="rerun with TETHER_DEBUG=1, or look at `ray job logs` for the job",
         )
-    results = json.loads((run_dir / "results.json").read_text())
+    results = json.loads((run_dir / "comparison.json").read_text())
     return DemoResult(run_id=run_id, run_dir=run_dir, status=status, results=results)
 
 

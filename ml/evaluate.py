@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import MLError
+from .models.head import decide
 
 
 @dataclass(frozen=True)
@@ -144,32 +145,21 @@ class EarlyDecisionMetrics:
 def early_decision_metrics(
     *, logits: torch.Tensor, labels: torch.Tensor, threshold: float
 ) -> EarlyDecisionMetrics:
-    """Decide each clip at the first frame whose top softmax probability reaches
-    ``threshold`` (else at the last frame); the models are causal, so a streaming deployment
-    could stop reading frames there."""
-    if logits.dim() != 3:
-        raise MLError(f"logits must be (clips, frames, classes), got {tuple(logits.shape)}")
-    n, frames, _ = logits.shape
-    conf, pred = logits.float().softmax(dim=-1).max(dim=-1)  # (N, T)
-    confident = conf >= threshold
-    first = torch.where(
-        confident.any(dim=1), confident.float().argmax(dim=1), torch.full((n,), frames - 1)
-    )
-    decided = pred.gather(1, first.view(-1, 1)).squeeze(1)
-    used = first + 1
+    """Decide each clip with ``ml.models.decide`` (the first frame whose top softmax
+    probability reaches ``threshold``, else the last); the models are causal, so a streaming
+    deployment could stop reading frames there."""
+    decision = decide(logits, threshold=threshold)
+    frames = logits.shape[1]
+    used = decision.frame + 1
     return EarlyDecisionMetrics(
         threshold=threshold,
         frames=frames,
-        early_stop_rate=float((first < frames - 1).float().mean()),
+        early_stop_rate=float((decision.frame < frames - 1).float().mean()),
         mean_decision_frame=float(used.float().mean()),
         compute_savings_pct=float(100 * (1 - used.float().mean() / frames)),
-        accuracy_at_decision=float((decided == labels.view(-1)).float().mean()),
+        accuracy_at_decision=float((decision.pred == labels.view(-1)).float().mean()),
         decision_frames=used.tolist(),
     )
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()

@@ -36,7 +36,6 @@ from .data import (
 from .errors import MLError
 from .evaluate import (
     classification_metrics,
-    count_parameters,
     early_decision_metrics,
     latency_ms_per_clip,
     regression_metrics,
@@ -47,6 +46,7 @@ from .models import (
     LSTMConfig,
     build_lstm,
     build_video_classifier,
+    count_parameters,
 )
 from .results import (
     RESULTS_NAME,
@@ -265,17 +265,23 @@ def fit(
     *,
     config: TrainConfig,
     out_dir: Path,
+    checkpoint_dir: Path | None = None,
     callbacks: Sequence[Callback] = (),
     resume: bool = True,
 ) -> TrainingResults:
     """Train, checkpoint every epoch, evaluate the best model on the test split.
 
-    With ``resume`` and a ``checkpoint.pt`` in ``out_dir`` whose config matches, training
-    continues after the last completed epoch. Raises ``MLError`` when the checkpoint belongs
-    to a different config (use another ``out_dir`` or ``resume=False``).
+    ``out_dir`` receives the lightweight results (``training_results.json``); checkpoints
+    (``checkpoint.pt``, ``best_model.pt``) go to ``checkpoint_dir`` (default: ``out_dir``),
+    so results folders can stay free of them. With ``resume`` and a ``checkpoint.pt`` whose
+    config matches, training continues after the last completed epoch. Raises ``MLError``
+    when the checkpoint belongs to a different config (use another directory or
+    ``resume=False``).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir
+    for folder in (out_dir, ckpt_dir):
+        folder.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -298,13 +304,13 @@ def fit(
     best = {"epoch": 0, "val_loss": float("inf"), "bad_epochs": 0, "state": None}
     epoch_seconds: list[float] = []
     start_epoch = 1
-    ckpt_path = out_dir / CHECKPOINT_NAME
+    ckpt_path = ckpt_dir / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         if ckpt["config"] != config.to_dict():
             raise MLError(
                 f"{ckpt_path} was written by a different config; "
-                "use another out_dir, or resume=False to start over"
+                "use another checkpoint_dir, or resume=False to start over"
             )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -390,7 +396,7 @@ def fit(
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     save_torch_atomic(
-        out_dir / BEST_MODEL_NAME,
+        ckpt_dir / BEST_MODEL_NAME,
         {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
          "epoch": best["epoch"]},
     )  # fmt: skip

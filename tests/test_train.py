@@ -111,6 +111,26 @@ def test_checkpoint_describes_itself_and_rejects_another_config(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
 
 
+def test_checkpoints_can_live_apart_from_the_results(tmp_path):
+    fit(config=_tiny(epochs=1), out_dir=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["training_results.json"]
+    assert {CHECKPOINT_NAME, BEST_MODEL_NAME} <= {p.name for p in (tmp_path / "ckpt").iterdir()}
+
+
+def test_i3d_reaches_90_percent_test_accuracy_on_cpu(tmp_path):
+    """The headline claim of docs/models.md, on a smaller budget than the table's run."""
+    config = TrainConfig(
+        extractor=ExtractorConfig(name="i3d", size="small"),
+        track=TrackConfig(train_size=512, val_size=128, test_size=256),
+        epochs=8,
+    )
+    res = fit(config=config, out_dir=tmp_path)
+    assert res.test_results.accuracy >= 0.9, res.test_results
+    assert res.test_results.f1 >= 0.9
+    early = res.test_results.early_decision
+    assert early.compute_savings_pct > 0 and early.accuracy_at_decision >= 0.85
+
+
 def test_early_stopping_stops_and_tests_the_best_epoch(tmp_path):
     # lr so small nothing improves by min_delta: stops after `patience` epochs past epoch 1.
     config = _tiny(epochs=20, patience=2, min_delta=10.0)
