@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--extractors", nargs="+", default=list(EXTRACTOR_NAMES))
     parser.add_argument("--size", default="small", help="model size: tiny, small, base")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--train-size", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--train-size", type=int, default=1500)
     parser.add_argument("--gpus-per-trial", type=float, default=None)
     args = parser.parse_args(argv)
 
