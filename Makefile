@@ -5,20 +5,20 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint sshd venv venv-dev clean
+.PHONY: demo test lint test-deps venv venv-dev clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/tether demo
 
-test: $(VENV)/.installed-dev sshd lint
+test: $(VENV)/.installed-dev test-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-sshd:
-	@scripts/ensure-sshd.sh
+test-deps:
+	@scripts/ensure-test-deps.sh
 
 venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev

@@ -11,6 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ml.errors import MLError
+
 from . import __version__
 from .errors import TetherError
 
@@ -41,13 +43,56 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick", action="store_true", help="tiny models, one epoch: checks the plumbing only"
     )
+    analyze = sub.add_parser(
+        "analyze",
+        help="plots, diagnosis and a Markdown/HTML report for a run (or W&B metric CSVs)",
+    )
+    analyze.add_argument("results", nargs="?", type=Path, help="a training_results.json")
+    analyze.add_argument(
+        "--csv",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="Weights & Biases CSV exports (chart or run-history layout)",
+    )
+    analyze.add_argument("--out", type=Path, help="output folder (default: <input>/../analysis)")
+    analyze.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="e.g. accuracy=0.85:0.95 (acceptable:goal) or val_loss<0.01",
+    )
+    analyze.add_argument(
+        "--milestones",
+        type=Path,
+        metavar="FILE",
+        help="lines like 'epoch 20: val_loss < 0.25, red flag > 0.30'",
+    )
+    analyze.add_argument(
+        "--llm", action="store_true", help="add LLM commentary (needs ANTHROPIC_API_KEY)"
+    )
+    analyze.add_argument("--llm-model", help="Anthropic model id for --llm")
+
+    diag = sub.add_parser("diagnose", help="diagnose training curves from a history JSON")
+    diag.add_argument(
+        "history",
+        type=Path,
+        help="JSON object metric -> per-epoch values, or a training_results.json",
+    )
+    diag.add_argument("--target", action="append", default=[], metavar="SPEC")
+    diag.add_argument("--milestones", type=Path, metavar="FILE")
+    diag.add_argument("--monitor", help="metric to judge convergence on (default val_loss)")
+    diag.add_argument("--out", type=Path, help="folder for diagnosis.json (default: beside input)")
+    diag.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     if args.command is None:
         parser.print_help()
         return 0
@@ -56,15 +101,47 @@ def main(argv: list[str] | None = None) -> int:
             return _doctor(args, console)
         if args.command == "demo":
             return _demo(args, console)
-    except TetherError as exc:
+        if args.command in ("analyze", "diagnose"):
+            return _analysis(args, console)
+    except (TetherError, MLError) as exc:
         if os.environ.get("TETHER_DEBUG") == "1":
             raise
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}", markup=True)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/] {exc}", markup=True
+        )
         return 2
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _analysis(args: argparse.Namespace, console: Console) -> int:
+    from .analyze import run_analyze, run_diagnose
+
+    def echo(line: str) -> None:
+        console.print(line, markup=False)
+
+    if args.command == "analyze":
+        return run_analyze(
+            results=args.results,
+            csv=args.csv,
+            out=args.out,
+            targets=args.target,
+            milestones=args.milestones,
+            llm=args.llm,
+            llm_model=args.llm_model,
+            echo=echo,
+        )
+    return run_diagnose(
+        history=args.history,
+        targets=args.target,
+        milestones=args.milestones,
+        monitor=args.monitor,
+        out=args.out,
+        as_json=args.json,
+        echo=echo,
+    )
 
 
 def _doctor(args: argparse.Namespace, console: Console) -> int:

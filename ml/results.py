@@ -82,6 +82,7 @@ class ClassificationResults(_Model):
     per_class: dict[str, ClassStats]
     early_decision: EarlyDecision | None = None
     latency_ms_per_clip: float | None = None
+    attention_mean: list[list[float]] | None = None  # (T, T) head attention, test-set mean
 
     @model_validator(mode="after")
     def _square(self) -> ClassificationResults:

@@ -467,10 +467,13 @@ def _evaluate_test(task: _Task, device, config: TrainConfig):
     ds = task.datasets["test"]
     loader = _loader(ds, batch_size=config.eval_batch_size, seed=None, device=device)
     if task.classification:
-        logits, labels = [], []
+        logits, labels, attention = [], [], None
         for clips, y in loader:
-            logits.append(model(clips.to(device)).logits.float().cpu())
+            out = model(clips.to(device))
+            logits.append(out.logits.float().cpu())
             labels.append(y)
+            batch_attention = out.attention.float().sum(dim=0).cpu()
+            attention = batch_attention if attention is None else attention + batch_attention
         all_logits, all_labels = torch.cat(logits), torch.cat(labels)
         m = classification_metrics(
             y_true=all_labels, y_pred=all_logits[:, -1].argmax(-1), class_names=task.group_names
@@ -482,6 +485,7 @@ def _evaluate_test(task: _Task, device, config: TrainConfig):
             **m.to_dict(),
             early_decision=early.to_dict(),
             latency_ms_per_clip=latency_ms_per_clip(model, sample=ds[0][0].to(device)),
+            attention_mean=(attention / len(ds)).tolist(),
         )
     preds, ys, groups = [], [], []
     for x, y, g in loader:

@@ -1,8 +1,10 @@
-"""The layering rules of docs/architecture.md, checked on the source."""
+"""The layering rules of docs/architecture.md, checked on the source and at run time."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,19 +13,43 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
     "ml": {"ray", "fabric", "textual", "paramiko", "invoke", "client", "cluster"},
-    "client": {"torch", "cluster", "ml"},
+    # client/ may use ml's torch-free analysis modules, never torch or the modules that load it
+    "client": {
+        "torch",
+        "cluster",
+        "ml.train",
+        "ml.models",
+        "ml.evaluate",
+        "ml.data",
+    },
     "cluster": {"client", "textual", "fabric"},
 }
+# ml modules the laptop CLI imports: they must not import torch at module level.
+TORCH_FREE = ("ml.diagnose", "ml.report", "ml.plots", "ml.metrics", "ml.metrics_csv",
+              "ml.llm", "ml.results", "ml.atomic", "ml.errors")  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:
+    """Top-level package names and full dotted names imported by ``path`` (module level and
+    inside functions), relative imports resolved against the package."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            mods = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        for m in mods:
+            parts = m.split(".")
+            names |= {".".join(parts[: i + 1]) for i in range(len(parts))}
     return names
 
 
@@ -40,6 +66,26 @@ def test_package_imports_respect_the_layers(package):
 
 
 def test_the_checker_sees_a_violation(tmp_path):
-    f = tmp_path / "m.py"
-    f.write_text("import ray.util\nfrom torch import nn\nfrom . import x\n")
-    assert _imports(f) == {"ray", "torch"}
+    pkg = ROOT / "client"
+    f = pkg / "_layer_probe_tmp.py"
+    f.write_text("import ray.util\nfrom torch import nn\nfrom ml.models import x\n")
+    try:
+        found = _imports(f)
+    finally:
+        f.unlink()
+    assert {"ray", "torch", "ml.models", "ml"} <= found
+
+
+def test_the_laptop_cli_and_analysis_never_load_torch():
+    code = (
+        "import sys, importlib\n"
+        f"for m in ('client.cli', 'client.analyze', *{TORCH_FREE!r}):\n"
+        "    importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not bad, bad[:5]\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
