@@ -43,7 +43,17 @@ def run_analyze(
     if results is not None and csv:
         raise TetherError("give either a results file or --csv files, not both")
     if csv:
-        analysis = analyze_csv(paths=list(csv), out_dir=out or csv[0].parent / "analysis")
+        if targets or milestones:
+            raise TetherError(
+                "--target and --milestones apply to a results file, not to --csv",
+                hint="use `tether diagnose` on a history JSON for targets on any metric",
+            )
+        analysis = analyze_csv(
+            paths=list(csv),
+            out_dir=out or csv[0].parent / "analysis",
+            llm=llm,
+            llm_model=llm_model,
+        )
     else:
         analysis = analyze_results(
             results_path=results,

@@ -354,23 +354,26 @@ def analyze_results(
     report = _results_report(results, meta, metrics, checks, test_targets, diag, images)
     commentary = None
     if llm:
-        from .llm import generate_commentary
-
-        kwargs = {"model": llm_model} if llm_model else {}
-        commentary = generate_commentary(
-            results=results.to_json_dict(),
-            diagnosis=diag.to_dict(),
-            out_path=out_dir / "llm_analysis.md",
-            **kwargs,
+        commentary = _commentary(
+            report, out_dir, llm_model, results=results.to_json_dict(), diagnosis=diag.to_dict()
         )
-        report.add(Heading("LLM commentary"), Para(_llm_line(commentary)))
     paths = write_report(report, out_dir=out_dir)
     paths["diagnosis"] = out_dir / "diagnosis.json"
     paths.update({img.path.stem: img.path for img in images})
-    if commentary is not None and getattr(commentary, "path", None):
+    if commentary is not None and commentary.path:
         paths["llm"] = commentary.path
     summary = _summary_lines(results, metrics, checks, diag)
     return Analysis(out_dir, paths, diag, metrics, checks, summary, commentary)
+
+
+def _commentary(report: Report, out_dir: Path, model: str | None, **inputs):
+    """Ask for LLM commentary (never raises) and say in the report what came of it."""
+    from .llm import generate_commentary
+
+    kwargs = {"model": model} if model else {}
+    commentary = generate_commentary(out_path=out_dir / "llm_analysis.md", **inputs, **kwargs)
+    report.add(Heading("LLM commentary"), Para(_llm_line(commentary)))
+    return commentary
 
 
 def _llm_line(commentary) -> str:
@@ -547,7 +550,14 @@ def _csv_monitor(columns: dict[str, list]) -> str | None:
     return None
 
 
-def analyze_csv(*, paths: Sequence[Path], out_dir: Path, window: int | None = None) -> Analysis:
+def analyze_csv(
+    *,
+    paths: Sequence[Path],
+    out_dir: Path,
+    window: int | None = None,
+    llm: bool = False,
+    llm_model: str | None = None,
+) -> Analysis:
     """Statistics, plots, a diagnosis of the loss curve and the reports for W&B CSV exports."""
     from .metrics_csv import format_summary, load_wandb_csvs, summarize
 
@@ -625,7 +635,18 @@ def analyze_csv(*, paths: Sequence[Path], out_dir: Path, window: int | None = No
                 Bullets([f"{x.action} (because {x.evidence})" for x in diag.recommendations], True)
             )
     r.add(Heading("Plots"), *images)
+    commentary = None
+    if llm:
+        commentary = _commentary(
+            r,
+            out_dir,
+            llm_model,
+            csv_summary=summary.to_dict(),
+            diagnosis=diag.to_dict() if diag is not None else None,
+        )
     paths_out = write_report(r, out_dir=out_dir)
+    if commentary is not None and commentary.path:
+        paths_out["llm"] = commentary.path
     paths_out["csv_summary"] = out_dir / "csv_summary.json"
     if diag is not None:
         paths_out["diagnosis"] = out_dir / "diagnosis.json"
@@ -638,4 +659,4 @@ def analyze_csv(*, paths: Sequence[Path], out_dir: Path, window: int | None = No
         lines.append(f"learning rate ({lr.column}): {lr.kind}")
     if diag is not None:
         lines.append(f"{monitor}: {diag.status.value}")
-    return Analysis(out_dir, paths_out, diag, {}, [], lines)
+    return Analysis(out_dir, paths_out, diag, {}, [], lines, commentary)

@@ -181,3 +181,30 @@ def test_analyze_wandb_csv_reports_the_cosine_schedule(tmp_path, capsys, monkeyp
     assert "cosine" in md and "| metric | n | mean |" in md
     for name in ("metrics_overview.png", "trends.png", "correlations.png", "csv_summary.json"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_analyze_with_llm_writes_commentary_through_the_real_sdk(real_results, tmp_path,
+                                                                  capsys, monkeypatch):  # fmt: skip
+    from fakellm import FakeAnthropic, message_reply
+
+    key = "sk-ant-test-" + "q" * 30
+    data = json.loads(real_results.read_text())
+    acc = data["test_results"]["accuracy"]
+    answer = (
+        "## Performance assessment\n"
+        f"Test accuracy is {acc:.4f} after {data['num_epochs']} epochs; we estimate 73.9 "
+        "on a held-out set.\n"
+    )
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    with FakeAnthropic(default=message_reply(answer)) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        code = main(["analyze", str(real_results), "--out", str(tmp_path), "--llm"])
+        sent = [r.text for r in server.requests]
+    assert code == 0
+    assert len(sent) == 1 and key not in sent[0]
+    assert f"{acc}" in sent[0] or f"{acc:.4f}" in sent[0]
+    llm_md = (tmp_path / "llm_analysis.md").read_text()
+    assert "73.9 [unverified]" in llm_md and key not in llm_md
+    report = (tmp_path / "report.md").read_text()
+    assert "## LLM commentary" in report and "1 number(s) in it could not be verified" in report
+    assert str(tmp_path / "llm_analysis.md") in capsys.readouterr().out
