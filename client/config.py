@@ -10,8 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from ml.tomlfile import load_model
+
 from .errors import ConfigError
-from .tomlfile import load_model
 
 CONFIG_NAME = "tether.toml"
 
@@ -124,4 +125,4 @@ def load_config(
         path = find_config(cwd or Path.cwd())
         if path is None:
             return TetherConfig(), None
-    return load_model(path, TetherConfig, what="config"), path
+    return load_model(path, TetherConfig, what="config", error=ConfigError), path

@@ -26,7 +26,7 @@ FORBIDDEN = {
 }
 # ml modules the laptop CLI imports: they must not import torch at module level.
 TORCH_FREE = ("ml.diagnose", "ml.report", "ml.plots", "ml.metrics", "ml.metrics_csv",
-              "ml.llm", "ml.results", "ml.atomic", "ml.errors")  # fmt: skip
+              "ml.llm", "ml.results", "ml.atomic", "ml.errors", "ml.tomlfile")  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

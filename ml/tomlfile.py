@@ -14,7 +14,12 @@ from typing import TypeVar
 import tomllib
 from pydantic import BaseModel, ValidationError
 
-from .errors import ConfigError
+from .errors import MLError
+
+
+class TomlConfigError(MLError):
+    """A TOML file is missing, malformed or does not match its model."""
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,28 +73,30 @@ def _table_span(lines: list[str], table: str) -> tuple[int | None, int]:
     return start, len(lines)
 
 
-def load_model(path: Path, model: type[M], *, what: str) -> M:
-    """Parse ``path`` as TOML and validate it as ``model``; ConfigError names file and line."""
+def load_model(
+    path: Path, model: type[M], *, what: str, error: type[Exception] = TomlConfigError
+) -> M:
+    """Parse ``path`` as TOML and validate it as ``model``; ``error`` names file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}", hint="check the path") from None
+        raise error(f"{what} not found: {path} (check the path)") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    return parse_model(text, model, source=str(path))
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+    return parse_model(text, model, source=str(path), error=error)
 
 
-def parse_model(text: str, model: type[M], *, source: str) -> M:
+def parse_model(
+    text: str, model: type[M], *, source: str, error: type[Exception] = TomlConfigError
+) -> M:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{source}: not valid TOML: {exc}", hint="fix the TOML syntax at that line"
-        ) from None
+        raise error(f"{source}: not valid TOML: {exc} (fix the TOML syntax at that line)") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format(exc, data=data, text=text, source=source)) from None
+        raise error(_format(exc, data=data, text=text, source=source)) from None
 
 
 def _data_path(data: object, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
