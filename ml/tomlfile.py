@@ -32,22 +32,29 @@ def _key_pattern(key: str) -> re.Pattern[str]:
 
 
 def locate(text: str, loc: tuple[str | int, ...]) -> int | None:
-    """Best line (1-based) in ``text`` for the key path ``loc``; None when not found."""
-    parts = [str(p) for p in loc if not isinstance(p, int)]
-    if not parts:
-        return None
+    """Best line (1-based) in ``text`` for the key path ``loc``; None when not found.
+
+    An integer after a name picks that occurrence of an array of tables: ``("stages", 1,
+    "num_gpus")`` is the key in the second ``[[stages]]`` block.
+    """
     lines = text.splitlines()
-    # Walk tables: the longest table header that is a prefix of the path, then the key in it.
+    # Split loc into (table path, occurrence) segments and the trailing keys.
+    parts = list(loc)
     best: int | None = None
     for depth in range(len(parts), -1, -1):
-        table = ".".join(parts[:depth])
-        rest = parts[depth:]
-        start, end = _table_span(lines, table)
+        head, rest = parts[:depth], [str(p) for p in parts[depth:] if not isinstance(p, int)]
+        if head and isinstance(head[-1], int):
+            table, occurrence = (
+                ".".join(str(p) for p in head[:-1] if not isinstance(p, int)),
+                head[-1],
+            )
+        else:
+            table, occurrence = ".".join(str(p) for p in head if not isinstance(p, int)), 0
+        start, end = _table_span(lines, table, occurrence)
         if start is None:
             continue
         if not rest:
             return start + 1 if table else None
-        # The first remaining part may be a key (`port = 1`) or a dotted key (`a.b = 1`).
         pat = _key_pattern(rest[0])
         dotted = _key_pattern(".".join(rest))
         for i in range(start + (1 if table else 0), end):
@@ -58,18 +65,27 @@ def locate(text: str, loc: tuple[str | int, ...]) -> int | None:
     return best
 
 
-def _table_span(lines: list[str], table: str) -> tuple[int | None, int]:
-    """(header line index, end index) of ``[table]``; top level is table ''."""
-    start: int | None = 0 if table == "" else None
+def _table_span(lines: list[str], table: str, occurrence: int = 0) -> tuple[int | None, int]:
+    """(header line index, end index) of the ``occurrence``-th ``[table]`` / ``[[table]]``;
+    the top level is table ''."""
+    if table == "":
+        for i, line in enumerate(lines):
+            if _HEADER.match(line):
+                return 0, i
+        return 0, len(lines)
+    seen = -1
+    start: int | None = None
     for i, line in enumerate(lines):
         m = _HEADER.match(line)
         if not m:
             continue
-        name = ".".join(p.strip().strip("\"'") for p in m.group(1).split("."))
         if start is not None:
             return start, i
+        name = ".".join(p.strip().strip("\"'") for p in m.group(1).split("."))
         if name == table:
-            start = i
+            seen += 1
+            if seen == occurrence:
+                start = i
     return start, len(lines)
 
 

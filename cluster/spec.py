@@ -1,0 +1,182 @@
+"""Experiment specs: the TOML file ``tether submit`` validates before anything remote happens.
+
+```toml
+name = "extractors"                 # used in the run branch: tether/<name>/<run-id>
+# branch = "tether/mine"            # optional: a fixed run branch
+allow_failing_tests = false         # a red `test` stage stops the run unless true
+targets = ["val_loss<0.2", "accuracy=0.85:0.95"]
+milestones = ["epoch 5: val_loss < 0.4, red flag > 0.6"]
+# checkpoint_uri = "s3://bucket/prefix"   # default: the head's disk
+
+[train]                             # ml.train.TrainConfig fields for the built-in stages
+epochs = 8
+extractor = { name = "i3d", size = "small" }
+
+[[stages]]
+name = "test"                       # built-in: runs pytest in the run's worktree
+[[stages]]
+name = "train"
+num_gpus = 1
+max_retries = 2
+[[stages]]
+name = "sweep"                      # user-defined: a function or a shell command
+run = "experiments.sweep:main"      # or: command = "python sweep.py --fast"
+timeout_s = 3600
+```
+
+Stages run in the order given; built-in names are ``setup test train evaluate visualize
+analyze report compare``. Errors name the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ml.diagnose import DiagnosisError, Milestone, Target
+from ml.tomlfile import load_model, parse_model
+
+from .errors import ClusterRuntimeError
+
+BUILTIN_STAGES = ("setup", "test", "train", "evaluate", "visualize", "analyze", "report", "compare")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_BRANCH_BAD = re.compile(r"(\.\.|[\s~^:?*\[\\]|@\{|//|^/|/$|\.lock$|^-|\.$)")
+
+
+class SpecError(ClusterRuntimeError):
+    """The experiment spec is missing, malformed or invalid."""
+
+
+def check_branch_name(name: str) -> str:
+    """Refuse branch names git would refuse or a shell could misread (``..``, spaces, ``;``)."""
+    if not name or _BRANCH_BAD.search(name) or not re.fullmatch(r"[A-Za-z0-9._/-]+", name):
+        raise ValueError(
+            f"{name!r} is not a safe branch name: use letters, digits, '.', '_', '-' and '/' "
+            "(no '..', spaces or shell characters)"
+        )
+    return name
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    run: str | None = None  # "package.module:function"
+    command: str | None = None  # a shell command, run in the worktree
+    num_gpus: float = Field(default=0, ge=0)
+    num_cpus: float = Field(default=1, ge=0)
+    memory_mb: int | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=2, ge=0, description="retries after worker/node death")
+    retry_exceptions: bool = False  # also retry on application exceptions
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("stage names use letters, digits, '.', '_', '-' (max 63 chars)")
+        return v
+
+    @field_validator("run")
+    @classmethod
+    def _run(cls, v: str | None) -> str | None:
+        if v is not None and not _FUNCTION.match(v):
+            raise ValueError("run must be 'package.module:function'")
+        return v
+
+    @model_validator(mode="after")
+    def _kind(self) -> StageSpec:
+        if self.run and self.command:
+            raise ValueError(f"stage {self.name!r}: give run or command, not both")
+        if not (self.run or self.command) and self.name not in BUILTIN_STAGES:
+            raise ValueError(
+                f"stage {self.name!r} is not built in ({', '.join(BUILTIN_STAGES)}): "
+                "give it run = 'module:function' or command = '...'"
+            )
+        return self
+
+    @property
+    def builtin(self) -> bool:
+        return not (self.run or self.command)
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1)]
+    branch: str | None = None
+    allow_failing_tests: bool = False
+    targets: list[str] = Field(default_factory=list)
+    milestones: list[str] = Field(default_factory=list)
+    checkpoint_uri: str | None = None
+    train: dict = Field(default_factory=dict)  # ml.train.TrainConfig fields
+    stages: list[StageSpec] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("name uses letters, digits, '.', '_', '-' (it goes in a branch name)")
+        return v
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, v: str | None) -> str | None:
+        return check_branch_name(v) if v is not None else v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        for t in v:
+            try:
+                Target.parse(t)
+            except DiagnosisError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: list[str]) -> list[str]:
+        for m in v:
+            try:
+                Milestone.parse(m)
+            except DiagnosisError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("checkpoint_uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(s3|file|gs)://.+", v):
+            raise ValueError("checkpoint_uri must be an s3://, gs:// or file:// URI")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExperimentSpec:
+        names = [s.name for s in self.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
+        if self.train:
+            from ml.train import TrainConfig  # torch: only where a spec is really run
+
+            try:
+                TrainConfig.from_dict(self.train)
+            except Exception as exc:  # MLError or TypeError from a bad field
+                raise ValueError(f"[train]: {exc}") from None
+        return self
+
+    def run_branch(self, run_id: str) -> str:
+        return self.branch or f"tether/{self.name}/{run_id}"
+
+
+def load_spec(path: Path) -> ExperimentSpec:
+    return load_model(Path(path), ExperimentSpec, what="experiment spec", error=SpecError)
+
+
+def parse_spec(text: str, *, source: str = "spec.toml") -> ExperimentSpec:
+    return parse_model(text, ExperimentSpec, source=source, error=SpecError)
