@@ -128,22 +128,13 @@ class ExperimentSpec(BaseModel):
     def _branch(cls, v: str | None) -> str | None:
         return check_branch_name(v) if v is not None else v
 
-    @field_validator("targets")
+    @field_validator("targets", "milestones")
     @classmethod
-    def _targets(cls, v: list[str]) -> list[str]:
-        for t in v:
+    def _parseable(cls, v: list[str], info) -> list[str]:
+        parse = Target.parse if info.field_name == "targets" else Milestone.parse
+        for text in v:
             try:
-                Target.parse(t)
-            except DiagnosisError as exc:
-                raise ValueError(str(exc)) from None
-        return v
-
-    @field_validator("milestones")
-    @classmethod
-    def _milestones(cls, v: list[str]) -> list[str]:
-        for m in v:
-            try:
-                Milestone.parse(m)
+                parse(text)
             except DiagnosisError as exc:
                 raise ValueError(str(exc)) from None
         return v
