@@ -65,6 +65,8 @@ _VAL_COLOR = "C1"
 _BEST_COLOR = "tab:green"
 _TARGET_COLOR = "tab:purple"
 _BAD_COLOR = "tab:red"
+# Panel colours of the CSV grids: tab10 without its red, which marks non-finite values.
+_PANEL_COLORS = tuple(f"C{i}" for i in range(10) if i != 3)
 
 # Metrics of training histories, in panel order: (key, axis label, shown as percent).
 _HISTORY_METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -153,52 +155,49 @@ def _short(name: str, limit: int = 34) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def _bad_label(raw: Sequence, bad: np.ndarray, x: np.ndarray, unit: str) -> tuple[float, str]:
-    """Where a series stops being finite: (x of first bad value, 'NaN from epoch 5').
+def _bad_label(raw: Sequence, bad: np.ndarray, x: np.ndarray, unit: str) -> tuple[list[float], str]:
+    """Where a series is not finite: (x of the bad values to draw, 'NaN from epoch 5').
 
     ``bad`` marks non-finite values; ``None`` entries of ``raw`` that are not ``bad`` are
     values that were not logged (metric CSVs) and do not interrupt "from".
     """
-    i = int(np.argmax(bad))
-    first = raw[i]
-    kind = "inf" if _is_number(first) and math.isinf(float(first)) else "NaN"
+    idx = np.flatnonzero(bad)
+    i = int(idx[0])
+    infs = [_is_number(raw[j]) and math.isinf(float(raw[j])) for j in idx]
+    kind = "inf" if all(infs) else "NaN" if not any(infs) else "NaN/inf"
     logged = np.array([v is not None for v in raw], dtype=bool) | bad
-    xs = x[bad]
+    xs = [float(v) for v in x[idx]]
     if bad[i:][logged[i:]].all():
-        where = f"from {unit} {_fmt(float(x[i]))}"
-    elif len(xs) <= 3:
-        where = f"at {unit} " + ", ".join(_fmt(float(v)) for v in xs)
-    else:
-        where = f"at {len(xs)} {unit}s, first {_fmt(float(x[i]))}"
-    return float(x[i]), f"{kind} {where}"
+        return xs[:1], f"{kind} from {unit} {_fmt(xs[0])}"
+    if len(xs) <= 3:
+        return xs, f"{kind} at {unit} " + ", ".join(_fmt(v) for v in xs)
+    return xs[:1], f"{kind} at {len(xs)} {unit}s, first {_fmt(xs[0])}"
 
 
-def _mark_nonfinite(ax, x: np.ndarray, series: list[tuple[str, Sequence, np.ndarray]], unit: str):
-    """A red vertical line and a note where each (label, raw values, bad mask) first goes bad."""
-    marks: dict[float, list[str]] = {}
+def _mark_nonfinite(
+    ax, x: np.ndarray, series: list[tuple[str, Sequence, np.ndarray]], unit: str
+) -> bool:
+    """Red vertical lines where each (label, raw values, bad mask) is non-finite, labelled for
+    the legend ("val loss NaN from epoch 5"). Returns whether anything was marked.
+
+    The note goes in the legend rather than on the axes so that it never hides data.
+    """
+    marks: dict[tuple[float, ...], list[str]] = {}
     for label, raw, bad in series:
         if bad.any():
             where, text = _bad_label(raw, bad, x, unit)
-            marks.setdefault(where, []).append(f"{label} {text}" if label else text)
-    if not marks:
-        return
-    lo, hi = (float(np.min(x)), float(np.max(x))) if len(x) else (0.0, 1.0)
-    for n, (where, texts) in enumerate(sorted(marks.items())):
-        ax.axvline(where, color=_BAD_COLOR, linestyle="-", linewidth=1.6, alpha=0.85, zorder=1)
-        right_half = hi > lo and (where - lo) / (hi - lo) > 0.5
-        ax.annotate(
-            "\n".join(texts),
-            xy=(where, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(-4 if right_half else 4, -4 - 24 * n),
-            textcoords="offset points",
-            ha="right" if right_half else "left",
-            va="top",
-            fontsize=8,
-            color=_BAD_COLOR,
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": _BAD_COLOR, "alpha": 0.9},
-            zorder=5,
-        )
+            marks.setdefault(tuple(where), []).append(f"{label} {text}" if label else text)
+    for where, texts in sorted(marks.items()):
+        for n, w in enumerate(where):
+            ax.axvline(
+                w,
+                color=_BAD_COLOR,
+                linestyle="-",
+                linewidth=1.8,
+                zorder=1,
+                label="\n".join(texts) if n == 0 else None,
+            )
+    return bool(marks)
 
 
 def _no_data(ax, text: str = "no finite values") -> None:
@@ -264,11 +263,11 @@ def training_curves(
     """
     path = _check_path(path)
     train_s, n = _check_history(train, "train history", None)
+    if not n:
+        raise MLError("training history is empty: no epochs to plot (train has no values)")
     val_s: dict[str, tuple[np.ndarray, list]] = {}
     if val is not None:
         val_s, n = _check_history(val, "val history", n)
-    if not n:
-        raise MLError("training history is empty: no epochs to plot (train has no values)")
     assert n is not None
     panels = [m for m in _HISTORY_METRICS if m[0] in train_s or m[0] in val_s]
     if not panels:
@@ -365,6 +364,8 @@ def training_curves(
             ax.legend(loc="best", fontsize=8, framealpha=0.85)
         fig.suptitle(title)
         if unplaced:
+            # Keep a strip at the bottom free for the note (constrained layout ignores fig.text).
+            fig.get_layout_engine().set(rect=(0, 0.035, 1, 0.965))
             fig.text(
                 0.5,
                 0.0,
@@ -615,6 +616,7 @@ def attention_heatmap(
             yticklabels=ticks,
             cbar_kws={"label": "attention weight", "shrink": 0.8},
         )
+        ax.grid(False)
         ax.tick_params(axis="both", rotation=0)
         ax.set_xlabel("attended frame (1-based)")
         ax.set_ylabel("query frame t (1-based)")
@@ -684,6 +686,7 @@ def early_decision_plot(
             color=_BAD_COLOR,
         )
         ax1.set_xlim(0.4, frames + 0.6)
+        ax1.set_ylim(0, counts.max() * 1.12)
         ax1.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(frames, 12)))
         ax1.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax1.set_xlabel(f"decision frame (1-based, of {frames})")
@@ -720,7 +723,8 @@ def early_decision_plot(
         ax2.set_xlabel("frame t (1-based)")
         ax2.set_ylabel("clips decided by frame t (%)")
         used = 100.0 - savings
-        text = f"frames read: {used:.1f}% of full\ncompute saved: {savings:.1f}%"
+        source = "" if compute_savings_pct is None else " (reported)"
+        text = f"frames read: {used:.1f}% of full\ncompute saved: {savings:.1f}%{source}"
         if compute_savings_pct is not None and abs(computed - savings) > 0.5:
             text += f"\n(from decision frames: {computed:.1f}%)"
         ax2.text(
@@ -804,10 +808,10 @@ def _csv_panels(
     return list(zip(shown, axes, strict=False))
 
 
-def _mark_csv_bad(ax, x: np.ndarray, raw: list) -> None:
+def _mark_csv_bad(ax, x: np.ndarray, raw: list) -> bool:
     """Mark real NaN/inf values; ``None`` (not logged at that step) is not marked."""
     bad = np.array([_is_number(v) and not math.isfinite(float(v)) for v in raw], dtype=bool)
-    _mark_nonfinite(ax, x, [("", raw, bad)], "step")
+    return _mark_nonfinite(ax, x, [("", raw, bad)], "step")
 
 
 def csv_overview(
@@ -830,7 +834,7 @@ def csv_overview(
         for i, (name, ax) in enumerate(_csv_panels(fig, x, cols, title)):
             arr, raw = cols[name]
             ok = np.isfinite(arr)
-            color = f"C{i % 10}"
+            color = _PANEL_COLORS[i % len(_PANEL_COLORS)]
             if ok.any():
                 ax.plot(
                     x[ok],
@@ -839,13 +843,16 @@ def csv_overview(
                     marker="o" if ok.sum() <= 30 else None,
                     markersize=3,
                 )
-                last = f"last {_fmt(float(arr[ok][-1]))}"
+                logged = [v for v in raw if v is not None]
+                finite_last = _is_number(logged[-1]) and math.isfinite(float(logged[-1]))
+                last = f"last{'' if finite_last else ' finite'} {_fmt(float(arr[ok][-1]))}"
             else:
                 _no_data(ax)
                 last = "no finite values"
             ax.set_title(f"{_short(name)}\n{last}", fontsize=9)
             ax.tick_params(labelsize=8)
-            _mark_csv_bad(ax, x, raw)
+            if _mark_csv_bad(ax, x, raw):
+                ax.legend(fontsize=7, loc="best", framealpha=0.85)
         return _save(fig, path)
 
 
@@ -881,7 +888,7 @@ def csv_trends(
         ):
             arr, raw = cols[name]
             ok = np.isfinite(arr)
-            color = f"C{i % 10}"
+            color = _PANEL_COLORS[i % len(_PANEL_COLORS)]
             xs, ys = x[ok], arr[ok]
             if len(ys):
                 ax.plot(xs, ys, color=color, alpha=0.3, linewidth=1, label="raw")
@@ -898,13 +905,13 @@ def csv_trends(
                     linewidth=1.2,
                     label=f"trend {slope:+.3g}/step",
                 )
+            marked = _mark_csv_bad(ax, x, raw)
             if not len(ys):
                 _no_data(ax)
-            else:
+            if len(ys) or marked:
                 ax.legend(fontsize=7, loc="best", framealpha=0.8)
             ax.set_title(_short(name), fontsize=9)
             ax.tick_params(labelsize=8)
-            _mark_csv_bad(ax, x, raw)
         return _save(fig, path)
 
 
@@ -969,6 +976,12 @@ def correlation_heatmap(
             yticklabels=labels,
             cbar_kws={"label": "Pearson r (−1 … +1)", "shrink": 0.8},
         )
+        ax.grid(False)
+        if k <= 20:
+            for i, j in zip(*np.nonzero(np.isnan(r)), strict=True):
+                ax.text(
+                    j + 0.5, i + 0.5, "n/a", ha="center", va="center", fontsize=font, color="0.3"
+                )
         ax.tick_params(axis="x", rotation=40, labelsize=9)
         for t in ax.get_xticklabels():
             t.set_horizontalalignment("right")
