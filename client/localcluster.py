@@ -59,11 +59,15 @@ def start_local_cluster(
     num_gpus: int | None = None,
     gcs_port: int | None = None,
     object_store_bytes: int | None = None,
+    auth_mode: str = "disabled",
     timeout_s: float = 90.0,
 ) -> LocalCluster:
     """Start a Ray head on this machine with its dashboard on 127.0.0.1 only.
 
-    Waits until the Jobs API accepts a job, so the caller can submit at once.
+    ``auth_mode`` is passed as ``RAY_AUTH_MODE``: Ray 2.60 turns token auth on by itself
+    whenever ``~/.ray/auth_token`` exists (e.g. after ``ray get-auth-token --generate`` for
+    the EC2 cluster), which would make this loopback cluster reject tether's own Jobs client;
+    the embedded cluster is explicit instead. Waits until the Jobs API accepts a job.
     """
     temp_dir.mkdir(parents=True, exist_ok=True)
     gcs_port = gcs_port or free_port()
@@ -94,7 +98,7 @@ def start_local_cluster(
         cmd.append(f"--num-gpus={num_gpus}")
     if object_store_bytes is not None:
         cmd.append(f"--object-store-memory={object_store_bytes}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": auth_mode}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
