@@ -269,3 +269,22 @@ class FrameCausalTransformer(nn.Module):
         for block in self.blocks:
             x = block(x, mask=mask)
         return self.norm(x).view(b, t, n, d)
+
+
+def token_encoder(
+    *, config: ExtractorConfig, tokens_per_frame: int
+) -> tuple[SpaceTimePositions, FrameCausalTransformer, nn.Linear]:
+    """Positions, frame-causal transformer and output projection shared by the token models
+    (magvit, transformer), sized by ``config.size``."""
+    spec = config.spec
+    positions = SpaceTimePositions(
+        frames=config.frames, tokens_per_frame=tokens_per_frame, dim=spec.dim
+    )
+    transformer = FrameCausalTransformer(
+        dim=spec.dim,
+        depth=spec.depth,
+        heads=spec.heads,
+        mlp_ratio=spec.mlp_ratio,
+        dropout=config.dropout,
+    )
+    return positions, transformer, nn.Linear(spec.dim, config.feature_dim)

@@ -19,9 +19,8 @@ from torch import nn
 from .base import (
     CausalConv3d,
     FeatureExtractor,
-    FrameCausalTransformer,
-    SpaceTimePositions,
     conv_block,
+    token_encoder,
 )
 from .config import ExtractorConfig
 
@@ -131,17 +130,9 @@ class MagvitExtractor(FeatureExtractor):
         )
         self.embed = nn.Linear(config.code_dim, spec.dim)
         tokens = (config.height // p) * (config.width // p)
-        self.positions = SpaceTimePositions(
-            frames=config.frames, tokens_per_frame=tokens, dim=spec.dim
+        self.positions, self.transformer, self.proj = token_encoder(
+            config=config, tokens_per_frame=tokens
         )
-        self.transformer = FrameCausalTransformer(
-            dim=spec.dim,
-            depth=spec.depth,
-            heads=spec.heads,
-            mlp_ratio=spec.mlp_ratio,
-            dropout=config.dropout,
-        )
-        self.proj = nn.Linear(spec.dim, config.feature_dim)
 
     def tokenize(self, clip: torch.Tensor) -> VQOutput:
         """Quantised tokens of a clip: quantized (B, T, h, w, code_dim), indices (B, T, h, w)."""

@@ -9,9 +9,8 @@ with a frame-causal mask mixes the tokens, and each frame's tokens are averaged.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .base import CausalConv3d, FeatureExtractor, FrameCausalTransformer, SpaceTimePositions
+from .base import CausalConv3d, FeatureExtractor, token_encoder
 from .config import ExtractorConfig
 
 TUBELET_FRAMES = 2
@@ -31,17 +30,9 @@ class TransformerExtractor(FeatureExtractor):
             padding=(0, 0),
         )
         tokens = (config.height // p) * (config.width // p)
-        self.positions = SpaceTimePositions(
-            frames=config.frames, tokens_per_frame=tokens, dim=spec.dim
+        self.positions, self.transformer, self.proj = token_encoder(
+            config=config, tokens_per_frame=tokens
         )
-        self.transformer = FrameCausalTransformer(
-            dim=spec.dim,
-            depth=spec.depth,
-            heads=spec.heads,
-            mlp_ratio=spec.mlp_ratio,
-            dropout=config.dropout,
-        )
-        self.proj = nn.Linear(spec.dim, config.feature_dim)
 
     def extract(self, clip: torch.Tensor) -> torch.Tensor:
         tokens = self.embed(clip).flatten(3).permute(0, 2, 3, 1)  # (B, T, N, D)
