@@ -17,6 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -77,11 +78,19 @@ class TrackConfig:
 def _blob_frames(
     *, xs: torch.Tensor, ys: torch.Tensor, sigma: float, amp: float, height: int, width: int
 ) -> torch.Tensor:
-    """(T, H, W) frames with one Gaussian blob at (xs[t], ys[t])."""
-    yy = torch.arange(height, dtype=torch.float32).view(1, height, 1)
-    xx = torch.arange(width, dtype=torch.float32).view(1, 1, width)
-    d2 = (xx - xs.view(-1, 1, 1)) ** 2 + (yy - ys.view(-1, 1, 1)) ** 2
-    return amp * torch.exp(-d2 / (2 * sigma**2))
+    """(T, H, W) frames with one Gaussian blob at (xs[t], ys[t]).
+
+    Computed with numpy in float64: on this CPU build, torch's elementwise kernels sometimes
+    return different values on their first call in a process than on later calls (up to
+    1e-4 apart, in about a third of fresh processes), which made the same sample differ
+    between two calls; numpy's results are the same every time.
+    """
+    yy = np.arange(height, dtype=np.float64).reshape(1, height, 1)
+    xx = np.arange(width, dtype=np.float64).reshape(1, 1, width)
+    x = xs.double().numpy().reshape(-1, 1, 1)
+    y = ys.double().numpy().reshape(-1, 1, 1)
+    d2 = (xx - x) ** 2 + (yy - y) ** 2
+    return torch.from_numpy((amp * np.exp(-d2 / (2 * sigma**2))).astype(np.float32))
 
 
 def _bounce(start: torch.Tensor, velocity: float, frames: int, low: float, high: float):
