@@ -624,9 +624,12 @@ def diagnose(
             )
         )
 
-    # Recommendations: an ordered decision list.
+    # Recommendations: an ordered decision list, each citing the finding that triggered it.
+    found = {}
+    for x in findings:
+        found.setdefault(x.code, x)
     if diverged:
-        f = next(x for x in findings if x.code == "diverged")
+        f = found["diverged"]
         recs.append(
             Recommendation(
                 "lower the learning rate (e.g. 3-10x) and clip gradients (max norm 1.0); "
@@ -635,7 +638,7 @@ def diagnose(
             )
         )
     if fit is Fit.OVERFITTING:
-        f = next(x for x in findings if x.code == "overfitting")
+        f = found["overfitting"]
         recs.append(
             Recommendation(
                 f"use early stopping (keep the epoch-{best_i + 1 if best_i is not None else '?'} "
@@ -644,7 +647,7 @@ def diagnose(
             )
         )
     if fit is Fit.CAPACITY_LIMITED:
-        f = next(x for x in findings if x.code == "capacity_limited")
+        f = found["capacity_limited"]
         recs.append(
             Recommendation(
                 "increase capacity: double the hidden size or add layers; then check the "
@@ -653,7 +656,7 @@ def diagnose(
             )
         )
     elif status is Status.PLATEAUED and not diverged and fit is not Fit.OVERFITTING:
-        f = next(x for x in findings if x.code == "plateau")
+        f = found["plateau"]
         recs.append(
             Recommendation(
                 "the run stopped improving: try a learning-rate decay or restart, or more "
@@ -661,11 +664,14 @@ def diagnose(
                 f.text,
             )
         )
-    if "oscillating" in {x.code for x in findings} and not diverged:
-        f = next(x for x in findings if x.code == "oscillating")
-        recs.append(Recommendation("lower the learning rate or raise the batch size", f.text))
+    if "oscillating" in found and not diverged:
+        recs.append(
+            Recommendation(
+                "lower the learning rate or raise the batch size", found["oscillating"].text
+            )
+        )
     if status is Status.STILL_IMPROVING:
-        f = next((x for x in findings if x.code == "improving"), None)
+        f = found.get("improving")
         if (
             f is not None
             and target_for_mon is not None
