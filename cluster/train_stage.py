@@ -15,8 +15,9 @@ from .reporter import Reporter
 
 
 class ReporterCallback(Callback):
-    """Training progress as events: a progress event per step (loss), and per epoch the full
-    train and ``val_`` metrics with ``epoch_end`` (what the monitor's live alerts read)."""
+    """Training progress as events: a progress event per step (loss, non-blocking), and per
+    epoch the full train and ``val_`` metrics with ``epoch_end`` (what the monitor's live
+    alerts read), flushed before the next epoch starts."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
@@ -35,6 +36,9 @@ class ReporterCallback(Callback):
                 "epoch_end": True,
             }
         )
+        # Once per epoch, wait for the monitor's ack: an epoch summary must survive a worker
+        # killed in the next epoch (queued events die with the process).
+        self.reporter.flush(timeout=30)
 
 
 class StoreCheckpoints(Callback):
