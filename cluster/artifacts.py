@@ -115,7 +115,21 @@ def get_sink(*, run_id: str, root: Path, kind: str = "sink"):
     ).remote(str(root))
 
 
-def _sha256(path: Path) -> tuple[int, str]:
+def release_sinks(*, run_id: str) -> int:
+    """End the run's sink and head checkpoint-store actors (their files stay on disk; a
+    resumed run makes new ones). Returns how many were running."""
+    n = 0
+    for kind in ("sink", "ckpt"):
+        try:
+            actor = ray.get_actor(f"{kind}:{run_id}", namespace="tether")
+        except ValueError:
+            continue
+        ray.kill(actor, no_restart=True)
+        n += 1
+    return n
+
+
+def file_digest(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
@@ -126,7 +140,7 @@ def _sha256(path: Path) -> tuple[int, str]:
 
 
 def _send(sink, rel: str, path: Path) -> str:
-    size, sha = _sha256(path)
+    size, sha = file_digest(path)
     handle = ray.get(sink.begin.remote(rel, size, sha))
     try:
         with open(path, "rb") as f:

@@ -1,8 +1,12 @@
-"""Job entrypoint: ``python -m cluster.entrypoint --run-id ID --run-dir DIR [options]``.
+"""Job entrypoint, submitted as an ordinary Ray job; connects to the cluster it runs in.
 
-Submitted as an ordinary Ray job; connects to the cluster it runs in and compares the four
-built-in feature extractors on the track-persistence task, one Ray task each (one GPU each
-when the cluster has GPUs). The stage pipeline (issue 6) grows from here.
+``python -m cluster.entrypoint --run-id ID --spec SPEC [--resume] [--no-commit] [...]`` runs
+an experiment spec's stages (``cluster.pipeline``) in the run's worktree (the working
+directory), with results in ``results/<run-id>/`` there, committed stage by stage on the run
+branch. Exit status: 0 succeeded, 1 a stage failed, 2 the spec or the worktree is wrong.
+
+Without ``--spec`` it compares the four built-in feature extractors on the track-persistence
+task, one Ray task each (one GPU each when the cluster has GPUs): the embedded demo.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from .compare import compare_extractors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.entrypoint")
     parser.add_argument("--run-id", required=True)
-    parser.add_argument("--run-dir", required=True, type=Path, help="lightweight results")
+    parser.add_argument(
+        "--run-dir", type=Path, help="lightweight results (default: results/<run-id>)"
+    )
+    parser.add_argument("--spec", type=Path, help="experiment spec (TOML): run its stages")
+    parser.add_argument("--resume", action="store_true", help="re-run only unfinished stages")
+    parser.add_argument("--no-commit", action="store_true", help="no stage commits")
+    parser.add_argument("--heartbeat-s", type=float, default=30.0)
+    parser.add_argument("--stall-timeout-s", type=float, default=300.0)
     parser.add_argument(
         "--checkpoint-dir", type=Path, help="default: .tether/checkpoints/<run-id> (git-ignored)"
     )
@@ -34,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=1500)
     parser.add_argument("--gpus-per-trial", type=float, default=None)
     args = parser.parse_args(argv)
+    if args.run_dir is None:
+        args.run_dir = Path("results") / args.run_id
+    if args.spec is not None:
+        return _run_spec(args)
 
     start = time.time()
     ray.init(log_to_driver=True)
@@ -43,14 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         track=TrackConfig(train_size=n, val_size=max(16, n // 5), test_size=max(16, n // 5)),
         epochs=args.epochs,
     )
-    if args.checkpoint_dir is None:
-        tether_dir = Path(".tether")
-        tether_dir.mkdir(exist_ok=True)
-        ignore = tether_dir / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# tether's local state (checkpoints): never committed\n*\n")
-    # Absolute: the trials run in Ray worker processes, whose working directory is not ours.
-    ckpt = (args.checkpoint_dir or Path(".tether") / "checkpoints" / args.run_id).resolve()
+    ckpt = _checkpoint_dir(args)
     run_dir = args.run_dir.resolve()
     print(
         f"run {args.run_id}: comparing {', '.join(args.extractors)} "
@@ -71,6 +79,57 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     print(f"done in {time.time() - start:.0f}s; wrote {run_dir / 'comparison.json'}")
+    return 0
+
+
+def _checkpoint_dir(args: argparse.Namespace) -> Path:
+    """``--checkpoint-dir``, else ``.tether/checkpoints/<run-id>`` (git-ignored), absolute:
+    tasks run in Ray worker processes, whose working directory is not ours."""
+    if args.checkpoint_dir is not None:
+        return args.checkpoint_dir.resolve()
+    tether_dir = Path(".tether")
+    tether_dir.mkdir(exist_ok=True)
+    ignore = tether_dir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# tether's local state (checkpoints): never committed\n*\n")
+    return (tether_dir / "checkpoints" / args.run_id).resolve()
+
+
+def _run_spec(args: argparse.Namespace) -> int:
+    from .errors import ClusterRuntimeError
+    from .pipeline import run_pipeline
+    from .spec import load_spec
+
+    try:
+        spec = load_spec(args.spec)
+        ckpt = _checkpoint_dir(args)
+        ray.init(log_to_driver=True)
+        print(
+            f"run {args.run_id}: {spec.name}, stages {', '.join(s.name for s in spec.stages)}"
+            + (" (resuming)" if args.resume else ""),
+            flush=True,
+        )
+        result = run_pipeline(
+            run_id=args.run_id,
+            spec=spec,
+            run_dir=args.run_dir,
+            worktree=Path.cwd(),
+            checkpoint_dir=ckpt,
+            commit=not args.no_commit,
+            resume=args.resume,
+            heartbeat_s=args.heartbeat_s,
+            stall_timeout_s=args.stall_timeout_s,
+        )
+    except ClusterRuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    for rec in result.state.stages.values():
+        commit = f" [{rec.commit[:10]}]" if rec.commit else ""
+        print(f"stage {rec.name}: {rec.status}{commit} {rec.summary or rec.error or ''}")
+    if result.status != "succeeded":
+        print(f"run {args.run_id} failed: {result.error}", file=sys.stderr, flush=True)
+        return 1
+    print(f"run {args.run_id} succeeded; results in {args.run_dir}", flush=True)
     return 0
 
 

@@ -259,6 +259,25 @@ class MonitorCore:
             self._write_files(force=True)
             return self._last_seq
 
+    def reopen(self) -> int:
+        """A resumed run is running again: a stage event with ``resumed: true`` clears the
+        terminal status (no-op when the run is not terminal). Returns the last seq."""
+        with self._transaction():
+            if not self._status.is_terminal():
+                return self._last_seq
+            now = self._tick(None)
+            event = self._own_event(
+                Kind.STAGE,
+                now=now,
+                status=StageStatus.STARTED.value,
+                resumed=True,
+                run_status=RunStatus.RUNNING.value,
+            )
+            self._emit(event)
+            self._commit()
+            self._write_files(force=True)
+            return self._last_seq
+
     def is_terminal(self) -> bool:
         return self._status.is_terminal()
 
@@ -538,6 +557,10 @@ class MonitorCore:
 
     def _apply_stage(self, e: dict, w: _Worker | None) -> None:
         status = e["status"]
+        if e.get("resumed"):
+            self._status, self._error = RunStatus.RUNNING, None
+            self._line(e, "run resumed")
+            return
         if e.get("terminal"):
             self._status = RunStatus(e["run_status"])
             self._error = e.get("error")
@@ -826,6 +849,8 @@ def start_monitor(
 
 def get_monitor(*, run_id: str) -> ray.actor.ActorHandle:
     """The handle of a running monitor; :class:`MonitorNotFoundError` when there is none."""
+    if not ray.is_initialized():  # ray.get_actor would start a throwaway local Ray instead
+        raise MonitorError("not connected to Ray: call ray.init(address=...) first")
     try:
         return ray.get_actor(actor_name(run_id), namespace=NAMESPACE)
     except ValueError:

@@ -6,6 +6,7 @@ name = "extractors"                 # used in the run branch: tether/<name>/<run
 allow_failing_tests = false         # a red `test` stage stops the run unless true
 targets = ["val_loss<0.2", "accuracy=0.85:0.95"]
 milestones = ["epoch 5: val_loss < 0.4, red flag > 0.6"]
+llm = false                         # LLM commentary in the report (ANTHROPIC_API_KEY on the head)
 # checkpoint_uri = "s3://bucket/prefix"   # default: the head's disk
 
 [train]                             # ml.train.TrainConfig fields for the built-in stages
@@ -42,6 +43,7 @@ from ml.tomlfile import load_model, parse_model
 from .errors import ClusterRuntimeError
 
 BUILTIN_STAGES = ("setup", "test", "train", "evaluate", "visualize", "analyze", "report", "compare")
+NEEDS_TRAIN = ("evaluate", "visualize", "analyze", "report")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _BRANCH_BAD = re.compile(r"(\.\.|[\s~^:?*\[\\]|@\{|//|^/|/$|\.lock$|^-|\.$)")
@@ -113,6 +115,7 @@ class ExperimentSpec(BaseModel):
     targets: list[str] = Field(default_factory=list)
     milestones: list[str] = Field(default_factory=list)
     checkpoint_uri: str | None = None
+    llm: bool = False  # LLM commentary in the report stage (needs ANTHROPIC_API_KEY on the head)
     train: dict = Field(default_factory=dict)  # ml.train.TrainConfig fields
     stages: list[StageSpec] = Field(min_length=1)
 
@@ -152,6 +155,14 @@ class ExperimentSpec(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
+        seen_train = False
+        for s in self.stages:
+            if s.builtin and s.name in NEEDS_TRAIN and not seen_train:
+                raise ValueError(
+                    f"the built-in {s.name} stage reads the train stage's results: "
+                    "list a train stage before it"
+                )
+            seen_train = seen_train or s.name == "train"
         if self.train:
             from ml.train import TrainConfig  # torch: only where a spec is really run
 

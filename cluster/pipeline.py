@@ -1,0 +1,501 @@
+"""The stage pipeline: a spec's stages, in order, each a Ray task; a commit after each.
+
+The driver (the job's entrypoint, on the head node) starts the run's monitor, then for each
+stage submits one Ray task with the stage's resources (``num_cpus``, ``num_gpus``,
+``memory_mb``), ``max_retries`` (Ray retries a task whose worker or node died) and
+``retry_exceptions`` (also retry application errors; off by default), and waits for it at
+most ``timeout_s`` (then cancels it). The task reports through its own reporter (heartbeat,
+progress, ``stage`` events, log lines), writes its files into a local folder and ships them
+to ``<run_dir>/<stage>/`` through the run's artifact sink: tasks never write into the head's
+run directory themselves.
+
+After a stage succeeds the driver commits ``<run_dir>/<stage>/`` on the run branch in the
+worktree (one committer; checkpoints and oversized files never staged) with a conventional
+message, pushes when the branch has an upstream (a failed push is an alert, retried after the
+next stage), and records the stage with its commit in ``<run_dir>/run_state.json``. A stage
+that fails ends the run ``failed``: earlier commits stay, the failed stage's partial files are
+in the run directory, the error and last log lines are in the events and ``PROGRESS.txt``.
+``run_pipeline(..., resume=True)`` re-runs only the stages not finished.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import BaseModel, Field
+
+from ml.atomic import write_json_atomic
+
+from .artifacts import file_digest, get_sink, release_sinks, ship_artifacts
+from .errors import ClusterRuntimeError
+from .events import make_event
+from .gitstage import CHECKPOINT_GLOBS, StageCommitError, StageCommitter
+from .monitor import start_monitor
+from .reporter import MonitorTransport, Reporter, set_default_reporter
+from .spec import ExperimentSpec, StageSpec
+from .stages import StageContext, StageError, StageOutcome, body_for
+
+STATE_FILE = "run_state.json"
+STAGE_FILE = "stage.json"  # <run_dir>/<stage>/stage.json: how the stage went
+COMMAND_GRACE_S = 15.0  # a command stage stops itself at timeout_s; the driver waits this longer
+LAST_LINES = 30
+
+
+class PipelineError(ClusterRuntimeError):
+    """The pipeline cannot start or resume as asked; the message says what to change."""
+
+
+# --------------------------------------------------------------------------- run state
+
+
+class StageRecord(BaseModel):
+    name: str
+    status: str = "pending"  # pending, finished, failed
+    commit: str | None = None
+    summary: str = ""
+    error: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    node: str | None = None
+
+
+class RunState(BaseModel):
+    """``<run_dir>/run_state.json``: which stages are done, with their commits."""
+
+    run_id: str
+    spec_sha256: str
+    branch: str | None
+    status: str = "running"  # running, succeeded, failed
+    error: str | None = None
+    stages: dict[str, StageRecord] = Field(default_factory=dict)
+
+
+def spec_digest(spec: ExperimentSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+
+
+def read_state(run_dir: Path) -> RunState | None:
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return RunState.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise PipelineError(
+            f"{path} is damaged ({str(exc).splitlines()[0]}): restore it from the run branch's "
+            "history or start a new run"
+        ) from None
+
+
+def _save_state(run_dir: Path, state: RunState) -> None:
+    write_json_atomic(Path(run_dir) / STATE_FILE, state.model_dump())
+
+
+# --------------------------------------------------------------------------- the stage task
+
+
+class _Tee(io.TextIOBase):
+    """Stdout/stderr of a function stage: still printed (the job log), and each complete
+    line also sent as a ``log`` event and kept for the error report."""
+
+    def __init__(self, original, reporter: Reporter, stream: str, last: collections.deque):
+        self.original, self.reporter, self.stream, self.last = original, reporter, stream, last
+        self._buf = ""
+
+    def write(self, s: str) -> int:
+        self.original.write(s)
+        self._buf += s
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            self.reporter.log(line, stream=self.stream)
+            self.last.append(line)
+        return len(s)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _stage_task(job: dict) -> dict:
+    """One stage, inside a Ray worker. Returns the outcome; raises StageError on failure
+    (after reporting it and shipping whatever files the stage wrote)."""
+    spec = ExperimentSpec.model_validate(job["spec"])
+    stage = StageSpec.model_validate(job["stage"])
+    run_id = job["run_id"]
+    reporter = Reporter(
+        transport=MonitorTransport.for_run(run_id=run_id),
+        run_id=run_id,
+        stage=stage.name,
+        heartbeat_s=job["heartbeat_s"],
+    )
+    previous = set_default_reporter(reporter)  # user code may call cluster.reporter.report()
+    sink = get_sink(run_id=run_id, root=Path(job["run_dir"]))
+    scratch = Path(tempfile.mkdtemp(prefix=f"tether-{stage.name}-"))
+    out_dir = scratch / "out"
+    out_dir.mkdir()
+    worktree = Path(job["worktree"])
+    if not worktree.is_dir():  # a node without the head's disk: the job's own code package
+        worktree = Path.cwd()
+    node = ray.get_runtime_context().get_node_id()
+    ctx = StageContext(
+        run_id=run_id,
+        stage=stage,
+        spec=spec,
+        out_dir=out_dir,
+        worktree=worktree,
+        reporter=reporter,
+        checkpoint_root=Path(job["checkpoint_root"]),
+        fetch=lambda rel: ray.get(sink.read.remote(rel)),
+        branch=job.get("branch"),
+    )
+    last: collections.deque = collections.deque(maxlen=LAST_LINES)
+    saved = sys.stdout, sys.stderr
+    sys.stdout = _Tee(saved[0], reporter, "stdout", last)
+    sys.stderr = _Tee(saved[1], reporter, "stderr", last)
+    cwd = os.getcwd()
+    started = time.time()
+    reporter.stage(stage.name, "started", node=node, pid=os.getpid())
+    try:
+        os.chdir(worktree)
+        try:
+            outcome = body_for(stage)(ctx)
+        except BaseException as exc:
+            lines = list(getattr(exc, "last_lines", None) or last)
+            error = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+            _finish_files(ctx, sink, status="failed", started=started, error=error)
+            reporter.stage(stage.name, "failed", error=error, last_log_lines=lines[-LAST_LINES:])
+            reporter.close(timeout=30)
+            raise StageError(error, last_lines=lines) from None
+        shipped = _finish_files(ctx, sink, status="finished", started=started, outcome=outcome)
+        reporter.stage(stage.name, "finished", summary=outcome.summary, files=len(shipped))
+        reporter.close(timeout=30)
+        return {
+            "summary": outcome.summary,
+            "data": outcome.data,
+            "files": shipped,
+            "node": node,
+            "seconds": time.time() - started,
+        }
+    finally:
+        os.chdir(cwd)
+        sys.stdout, sys.stderr = saved
+        set_default_reporter(previous)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _finish_files(
+    ctx: StageContext,
+    sink,
+    *,
+    status: str,
+    started: float,
+    outcome: StageOutcome | None = None,
+    error: str | None = None,
+) -> list[str]:
+    """Write ``stage.json`` and ship the stage's folder; a failed stage ships its partial
+    files too (a shipping error then must not hide the stage's own error)."""
+    record = {
+        "stage": ctx.stage.name,
+        "status": status,
+        "started": started,
+        "ended": time.time(),
+        "summary": outcome.summary if outcome else None,
+        "data": outcome.data if outcome else None,
+        "error": error,
+    }
+    write_json_atomic(ctx.out_dir / STAGE_FILE, record)
+    try:
+        res = ship_artifacts(
+            sink=sink, root=ctx.out_dir, prefix=ctx.stage.name, exclude=CHECKPOINT_GLOBS
+        )
+    except Exception:
+        if status == "failed":
+            return []
+        raise
+    for rel in res.sent:
+        local = ctx.out_dir / Path(rel).relative_to(ctx.stage.name)
+        size, sha = file_digest(local)
+        ctx.reporter.forward({"kind": "artifact", "path": rel, "bytes": size, "sha256": sha})
+    return res.sent
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    status: str  # succeeded or failed
+    state: RunState
+    error: str | None = None
+
+
+class _DriverEvents:
+    """Events the driver itself adds (alerts, a dead task's failure): pushed straight to the
+    monitor, so the driver has no heartbeat of its own to go stale."""
+
+    def __init__(self, monitor, run_id: str) -> None:
+        self.monitor, self.run_id = monitor, run_id
+        self.src = f"driver-{uuid.uuid4().hex[:8]}"
+        self.batch = 0
+
+    def push(self, kind: str, **fields: Any) -> None:
+        self.batch += 1
+        event = make_event(kind=kind, run=self.run_id, **fields)
+        ray.get(self.monitor.push.remote(reporter=self.src, batch=self.batch, events=[event]))
+
+    def alert(self, message: str, *, level: str = "info", code: str, stage: str | None = None):
+        self.push("alert", level=level, code=code, message=message, stage=stage)
+
+
+def run_pipeline(
+    *,
+    run_id: str,
+    spec: ExperimentSpec,
+    run_dir: Path,
+    worktree: Path,
+    checkpoint_dir: Path,
+    commit: bool = True,
+    resume: bool = False,
+    heartbeat_s: float = 30.0,
+    stall_timeout_s: float = 300.0,
+) -> PipelineResult:
+    """Run ``spec``'s stages for run ``run_id`` (connected to Ray already).
+
+    ``run_dir`` (on this, the head node) receives every stage's files, ``events.jsonl`` and
+    ``run_state.json``; with ``commit`` it must lie inside ``worktree``, which must have the
+    run branch checked out. ``resume`` skips the stages ``run_state.json`` lists as finished.
+    Raises :class:`PipelineError` when it cannot start; a failing stage is a ``failed``
+    result, not an exception."""
+    run_dir, worktree = Path(run_dir).resolve(), Path(worktree).resolve()
+    checkpoint_dir = Path(checkpoint_dir).resolve()
+    branch = spec.run_branch(run_id)
+    committer = _committer(worktree=worktree, run_dir=run_dir, branch=branch) if commit else None
+    state = _initial_state(run_id=run_id, spec=spec, run_dir=run_dir, branch=branch, resume=resume)
+    monitor = start_monitor(
+        run_id=run_id,
+        run_dir=run_dir,
+        heartbeat_s=heartbeat_s,
+        stall_timeout_s=stall_timeout_s,
+        targets=spec.targets,
+        milestones=spec.milestones,
+    )
+    if resume:
+        ray.get(monitor.reopen.remote())
+    driver = _DriverEvents(monitor, run_id)
+    state.status, state.error = "running", None
+    _save_state(run_dir, state)
+    job = {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "worktree": str(worktree),
+        "checkpoint_root": str(checkpoint_dir),
+        "spec": spec.model_dump(),
+        "heartbeat_s": heartbeat_s,
+        "branch": branch,
+    }
+    try:
+        return _drive(
+            spec=spec, state=state, job=job, run_dir=run_dir, monitor=monitor, driver=driver,
+            committer=committer,
+        )  # fmt: skip
+    finally:
+        release_sinks(run_id=run_id)
+
+
+def _drive(
+    *, spec: ExperimentSpec, state: RunState, job: dict, run_dir: Path, monitor,
+    driver: _DriverEvents, committer: StageCommitter | None,
+) -> PipelineResult:  # fmt: skip
+    push_owed = False
+    for stage in spec.stages:
+        rec = state.stages[stage.name]
+        if rec.status == "finished":
+            driver.alert(
+                f"{stage.name} already finished (commit {str(rec.commit)[:10]}): skipped",
+                code="stage:skipped",
+                stage=stage.name,
+            )
+            continue
+        rec.status, rec.started, rec.ended, rec.error = "running", time.time(), None, None
+        _save_state(run_dir, state)
+        ok, result, error = _run_stage(stage=stage, job=job, monitor=monitor, driver=driver)
+        rec.ended = time.time()
+        if not ok:
+            rec.status, rec.error = "failed", error
+            state.status, state.error = "failed", f"stage {stage.name} failed: {error}"
+            _save_state(run_dir, state)
+            if push_owed and committer is not None:
+                _push(committer, driver)
+            ray.get(monitor.finish.remote(status="failed", error=state.error))
+            return PipelineResult(status="failed", state=state, error=state.error)
+        rec.summary, rec.node = result["summary"], result["node"]
+        if committer is not None:
+            try:
+                rec.commit = committer.commit_stage(
+                    stage=stage.name, summary=rec.summary, paths=[run_dir / stage.name]
+                )
+            except StageCommitError as exc:
+                rec.status, rec.error = "failed", str(exc)
+                state.status, state.error = "failed", f"stage {stage.name}: {exc}"
+                _save_state(run_dir, state)
+                ray.get(monitor.finish.remote(status="failed", error=state.error))
+                return PipelineResult(status="failed", state=state, error=state.error)
+            push_owed = not _push(committer, driver)
+        rec.status = "finished"
+        _save_state(run_dir, state)
+    if push_owed and committer is not None:
+        _push(committer, driver)
+    state.status = "succeeded"
+    _save_state(run_dir, state)
+    ray.get(monitor.finish.remote(status="succeeded"))
+    return PipelineResult(status="succeeded", state=state)
+
+
+def _committer(*, worktree: Path, run_dir: Path, branch: str) -> StageCommitter:
+    if worktree not in run_dir.parents:
+        raise PipelineError(
+            f"the run directory {run_dir} is not inside the worktree {worktree}, so its files "
+            "cannot be committed: put it under the worktree (default results/<run-id>), or "
+            "turn stage commits off (--no-commit)"
+        )
+    try:
+        return StageCommitter(worktree=worktree, branch=branch)
+    except StageCommitError as exc:
+        raise PipelineError(
+            f"{exc}: run in the run's worktree (`git worktree add -b {branch} PATH`), set the "
+            "spec's branch, or turn stage commits off (--no-commit)"
+        ) from None
+
+
+def _initial_state(
+    *, run_id: str, spec: ExperimentSpec, run_dir: Path, branch: str, resume: bool
+) -> RunState:
+    digest = spec_digest(spec)
+    old = read_state(run_dir)
+    if resume:
+        if old is None:
+            raise PipelineError(
+                f"nothing to resume: {run_dir / STATE_FILE} does not exist (start the run "
+                "without --resume)"
+            )
+        if old.run_id != run_id or old.spec_sha256 != digest:
+            raise PipelineError(
+                f"{run_dir / STATE_FILE} belongs to run {old.run_id} with another spec "
+                f"(sha256 {old.spec_sha256[:12]}, this one {digest[:12]}): resume with the "
+                "same run id and spec, or start a new run"
+            )
+        for s in spec.stages:
+            old.stages.setdefault(s.name, StageRecord(name=s.name))
+        return old
+    if old is not None:
+        raise PipelineError(
+            f"{run_dir} already holds run {old.run_id} ({old.status}): pass --resume to "
+            "continue it, or use a new run id"
+        )
+    return RunState(
+        run_id=run_id,
+        spec_sha256=digest,
+        branch=branch,
+        stages={s.name: StageRecord(name=s.name) for s in spec.stages},
+    )
+
+
+def _run_stage(
+    *, stage: StageSpec, job: dict, monitor, driver: _DriverEvents
+) -> tuple[bool, dict | None, str | None]:
+    options: dict[str, Any] = {
+        "num_cpus": stage.num_cpus,
+        "num_gpus": stage.num_gpus,
+        "max_retries": stage.max_retries,
+        "retry_exceptions": stage.retry_exceptions,
+        "name": f"tether:{job['run_id']}:{stage.name}",
+    }
+    if stage.memory_mb:
+        options["memory"] = stage.memory_mb * 1024 * 1024
+    since = ray.get(monitor.last_seq.remote())
+    driver.alert(
+        f"{stage.name} submitted (num_cpus={stage.num_cpus:g}, num_gpus={stage.num_gpus:g}, "
+        f"max_retries={stage.max_retries})",
+        code="stage:submitted",
+        stage=stage.name,
+    )
+    ref = _remote_stage.options(**options).remote({**job, "stage": stage.model_dump()})
+    wait_s = None
+    if stage.timeout_s is not None:
+        wait_s = stage.timeout_s + (COMMAND_GRACE_S if stage.command or stage.name == "test" else 0)
+    ready, _ = ray.wait([ref], timeout=wait_s)
+    if not ready:
+        ray.cancel(ref, force=True)
+        error = f"timed out after {stage.timeout_s:g}s and was cancelled"
+        _fail_for_task(monitor, driver, stage=stage.name, since=since, error=error)
+        return False, None, error
+    try:
+        return True, ray.get(ref), None
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if exc.cause is not None else exc
+        error = str(cause) if isinstance(cause, StageError) else f"{type(cause).__name__}: {cause}"
+        _fail_for_task(monitor, driver, stage=stage.name, since=since, error=error)
+        return False, None, error
+    except ray.exceptions.RayError as exc:  # worker or node died and the retries are used up
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        error = (
+            f"the task's worker died and its {stage.max_retries} retries are used up "
+            f"({type(exc).__name__}: {first})"
+        )
+        _fail_for_task(monitor, driver, stage=stage.name, since=since, error=error)
+        return False, None, error
+
+
+# A fresh worker process per stage: no imported user code, state or GPU memory carries over.
+_remote_stage = ray.remote(max_calls=1)(_stage_task)
+
+
+def _fail_for_task(monitor, driver: _DriverEvents, *, stage: str, since: int, error: str) -> None:
+    """When the task could not say it failed (killed, cancelled), say it for it: a ``failed``
+    stage event under the task's worker id, with its last log lines from the events."""
+    summary = ray.get(monitor.summary.remote())
+    row = next((s for s in summary["stages"] if s["stage"] == stage and s["trial"] is None), None)
+    if row is not None and row["status"] == "failed":
+        return  # the task reported its own failure
+    lines: list[str] = []
+    seq = since
+    while True:
+        page = ray.get(monitor.events.remote(since_seq=seq, limit=5000))
+        if not page:
+            break
+        seq = page[-1]["seq"]
+        lines.extend(e["line"] for e in page if e["kind"] == "log" and e["stage"] == stage)
+        lines = lines[-LAST_LINES:]
+    driver.push(
+        "stage",
+        stage=stage,
+        worker=row["worker"] if row else None,
+        status="failed",
+        error=error,
+        last_log_lines=lines,
+    )
+
+
+def _push(committer: StageCommitter, driver: _DriverEvents) -> bool:
+    res = committer.push()
+    if not res.ok:
+        driver.alert(
+            f"{res.message}; tether pushes again after the next stage",
+            level="warning",
+            code="git:push_failed",
+        )
+    return res.ok
