@@ -269,9 +269,11 @@ def run_analyze(ctx: StageContext) -> StageOutcome:
     write_json_atomic(ctx.out_dir / "diagnosis.json", diag.to_dict())
     write_bytes_atomic(ctx.out_dir / "diagnosis.txt", (diag.to_text() + "\n").encode())
     flags = [f.code for f in diag.findings if f.severity != "info"]
-    summary = f"{diag.status.value}, fit {diag.fit.value}" + (
-        f", flags: {', '.join(flags)}" if flags else ""
-    )
+    summary = diag.status.value
+    if diag.fit.value != "unknown":
+        summary += f", {diag.fit.value}"
+    if flags:
+        summary += f", flags: {', '.join(flags)}"
     return StageOutcome(summary=summary, data={"status": diag.status.value, "flags": flags})
 
 
