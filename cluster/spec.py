@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ml.diagnose import DiagnosisError, Milestone, Target
 from ml.tomlfile import load_model, parse_model
+from ml.train_config import TrainConfig
 
 from .errors import ClusterRuntimeError
 
@@ -164,8 +165,6 @@ class ExperimentSpec(BaseModel):
                 )
             seen_train = seen_train or s.name == "train"
         if self.train:
-            from ml.train import TrainConfig  # torch: only where a spec is really run
-
             try:
                 TrainConfig.from_dict(self.train)
             except Exception as exc:  # MLError or TypeError from a bad field

@@ -15,18 +15,29 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .errors import MLError
+from .workloads import SPLITS, TRACK_CLASSES, FrequencyConfig, Split, TrackConfig
 
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
+__all__ = [
+    "SPLITS",
+    "TRACK_CLASSES",
+    "DatasetInfo",
+    "FrequencyConfig",
+    "FrequencyDataset",
+    "Split",
+    "TrackConfig",
+    "TrackPersistenceDataset",
+    "dataset_info",
+    "make_frequency_sample",
+    "make_track_clip",
+]
+
 _SPLIT_SALT = {"train": 1, "val": 2, "test": 3}
-TRACK_CLASSES = ("transient", "persistent")
 
 
 def _generator(seed: int, split: Split, index: int) -> torch.Generator:
@@ -42,37 +53,6 @@ def _check_split(split: str) -> Split:
 
 
 # --------------------------------------------------------------------------- track persistence
-
-
-@dataclass(frozen=True)
-class TrackConfig:
-    frames: int = 16
-    height: int = 32
-    width: int = 32
-    tracks: int = 1  # moving blobs per clip; in a transient clip one of them comes and goes
-    clutter: int = 2  # at most this many distractor blobs, each visible 1-2 frames
-    noise: float = 0.25  # std of the Gaussian pixel noise
-    blob_sigma: tuple[float, float] = (1.5, 2.5)
-    max_speed: float = 1.5  # pixels per frame
-    min_visible: float = 0.25  # a transient track is visible for this fraction of frames ...
-    max_visible: float = 0.75  # ... up to this fraction
-    train_size: int = 2000
-    val_size: int = 400
-    test_size: int = 400
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.frames < 4 or self.height < 8 or self.width < 8:
-            raise MLError("track clips need frames >= 4 and height, width >= 8")
-        if self.tracks < 1 or self.clutter < 0 or self.noise < 0:
-            raise MLError("tracks must be >= 1, clutter and noise >= 0")
-        if not 0 < self.min_visible <= self.max_visible < 1:
-            raise MLError("need 0 < min_visible <= max_visible < 1 (fractions of the clip)")
-        if min(self.train_size, self.val_size, self.test_size) < 1:
-            raise MLError("every split needs at least one sample")
-
-    def size(self, split: Split) -> int:
-        return {"train": self.train_size, "val": self.val_size, "test": self.test_size}[split]
 
 
 def _blob_frames(
@@ -164,37 +144,6 @@ class TrackPersistenceDataset(Dataset):
 
 
 # --------------------------------------------------------------------------- frequency
-
-
-@dataclass(frozen=True)
-class FrequencyConfig:
-    freqs: tuple[float, ...] = (1.0, 3.0, 5.0, 7.0)  # Hz
-    steps: int = 200  # samples per sequence
-    sample_rate: float = 100.0  # Hz
-    noise: float = 0.1  # std of additive noise on the mixed signal
-    amplitude_jitter: float = 0.2  # each component's amplitude is 1 +- this
-    train_size: int = 2000
-    val_size: int = 400
-    test_size: int = 400
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if len(self.freqs) < 2:
-            raise MLError("frequency extraction needs at least two frequencies")
-        nyquist = self.sample_rate / 2
-        if any(not 0 < f < nyquist for f in self.freqs):
-            raise MLError(f"every frequency must lie in (0, {nyquist}) Hz (half the sample rate)")
-        if self.steps < 8 or self.noise < 0 or not 0 <= self.amplitude_jitter < 1:
-            raise MLError("need steps >= 8, noise >= 0 and 0 <= amplitude_jitter < 1")
-        if min(self.train_size, self.val_size, self.test_size) < 1:
-            raise MLError("every split needs at least one sample")
-
-    @property
-    def input_size(self) -> int:
-        return 1 + len(self.freqs)
-
-    def size(self, split: Split) -> int:
-        return {"train": self.train_size, "val": self.val_size, "test": self.test_size}[split]
 
 
 def make_frequency_sample(

@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,9 +26,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from .atomic import save_torch_atomic
 from .data import (
     TRACK_CLASSES,
-    FrequencyConfig,
     FrequencyDataset,
-    TrackConfig,
     TrackPersistenceDataset,
     dataset_info,
 )
@@ -40,14 +37,7 @@ from .evaluate import (
     latency_ms_per_clip,
     regression_metrics,
 )
-from .models import (
-    ExtractorConfig,
-    HeadConfig,
-    LSTMConfig,
-    build_lstm,
-    build_video_classifier,
-    count_parameters,
-)
+from .models.build import build_lstm, build_video_classifier, count_parameters
 from .results import (
     RESULTS_NAME,
     ClassificationResults,
@@ -56,73 +46,11 @@ from .results import (
     TrainingResults,
     write_training_results,
 )
+from .train_config import TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_MODEL_NAME = "best_model.pt"
 CHECKPOINT_FORMAT = "tether-checkpoint/1"
-
-Task = Literal["track_persistence", "frequency_extraction"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on; stored inside every checkpoint."""
-
-    task: Task = "track_persistence"
-    extractor: ExtractorConfig = field(default_factory=lambda: ExtractorConfig(name="i3d"))
-    head: HeadConfig = field(default_factory=HeadConfig)
-    lstm: LSTMConfig = field(default_factory=LSTMConfig)
-    track: TrackConfig = field(default_factory=TrackConfig)
-    frequency: FrequencyConfig = field(default_factory=FrequencyConfig)
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    patience: int = 5
-    min_delta: float = 1e-4
-    seed: int = 0
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
-    amp: bool = True  # mixed precision, used on CUDA only
-    eval_batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        if self.task not in ("track_persistence", "frequency_extraction"):
-            raise MLError(
-                f"unknown task {self.task!r}; use track_persistence or frequency_extraction"
-            )
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise MLError("epochs, batch_size and patience must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.min_delta < 0:
-            raise MLError("need lr > 0, weight_decay >= 0, grad_clip > 0, min_delta >= 0")
-
-    @property
-    def model_name(self) -> str:
-        return self.extractor.name if self.task == "track_persistence" else "lstm"
-
-    def to_dict(self) -> dict:
-        """Plain JSON types (tuples become lists), as stored in checkpoints and results."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        """Inverse of ``to_dict`` (nested configs, JSON lists back to tuples)."""
-        return _from_dict(cls, data)
-
-
-def _from_dict(cls: type, data: dict) -> Any:
-    kwargs = {}
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        if key not in hints:
-            raise MLError(f"unknown {cls.__name__} key {key!r}")
-        default = hints[key].default_factory  # type: ignore[misc]
-        if isinstance(value, dict) and default is not dataclasses.MISSING:
-            value = _from_dict(type(default()), value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
 
 
 class Callback:

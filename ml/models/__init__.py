@@ -9,16 +9,12 @@ the frequency LSTM. Build them from configs::
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
+from typing import Any
 
-from .base import (
-    CausalConv3d,
-    FeatureExtractor,
-    FrameCausalTransformer,
-    FrameGroupNorm,
-    frame_causal_mask,
-)
-from .classifier import VideoClassifier
+# The configs are torch-free and always loaded; everything that needs torch is imported on
+# first use (PEP 562), so `from ml.models.config import ...` and the spec validation of the
+# laptop side never load torch.
 from .config import (
     EXTRACTOR_NAMES,
     SIZE_NAMES,
@@ -28,43 +24,45 @@ from .config import (
     LSTMConfig,
     SizeSpec,
 )
-from .head import Decision, EarlyDecisionHead, HeadOutput, decide
-from .i3d import I3DExtractor, inflate_conv2d
-from .lstm import FrequencyLSTM
-from .magvit import MagvitExtractor, VectorQuantizer, VQOutput
-from .slowfast import SlowFastExtractor
-from .transformer import TransformerExtractor
 
-EXTRACTORS: dict[str, type[FeatureExtractor]] = {
-    "i3d": I3DExtractor,
-    "slowfast": SlowFastExtractor,
-    "magvit": MagvitExtractor,
-    "transformer": TransformerExtractor,
+_LAZY = {
+    "CausalConv3d": "base",
+    "FeatureExtractor": "base",
+    "FrameCausalTransformer": "base",
+    "FrameGroupNorm": "base",
+    "frame_causal_mask": "base",
+    "VideoClassifier": "classifier",
+    "Decision": "head",
+    "EarlyDecisionHead": "head",
+    "HeadOutput": "head",
+    "decide": "head",
+    "I3DExtractor": "i3d",
+    "inflate_conv2d": "i3d",
+    "FrequencyLSTM": "lstm",
+    "MagvitExtractor": "magvit",
+    "VectorQuantizer": "magvit",
+    "VQOutput": "magvit",
+    "SlowFastExtractor": "slowfast",
+    "TransformerExtractor": "transformer",
+    "EXTRACTORS": "build",
+    "build_extractor": "build",
+    "build_lstm": "build",
+    "build_video_classifier": "build",
+    "count_parameters": "build",
 }
 
 
-def build_extractor(*, config: ExtractorConfig) -> FeatureExtractor:
-    """The extractor ``config.name`` names, built from ``config``."""
-    return EXTRACTORS[config.name](config=config)
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
-def build_video_classifier(*, extractor: ExtractorConfig, head: HeadConfig) -> VideoClassifier:
-    """Extractor + early-decision head, wired with the extractor's feature_dim."""
-    features = build_extractor(config=extractor)
-    return VideoClassifier(
-        extractor=features,
-        head=EarlyDecisionHead(feature_dim=features.feature_dim, config=head),
-    )
-
-
-def build_lstm(*, config: LSTMConfig) -> FrequencyLSTM:
-    """The frequency-extraction LSTM."""
-    return FrequencyLSTM(config=config)
-
-
-def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of parameters (elements) of ``model``; only trainable ones if asked."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
