@@ -49,3 +49,9 @@ class CommandFailed(RemoteError):
 
 class ClusterError(TetherError):
     """The Ray cluster (embedded or remote) could not be started or reached."""
+
+
+class ConnectionLost(RemoteError):
+    """The network path to the head failed: the SSH connection dropped, or connecting timed
+    out, was refused or reset. Transient: reconnect and resume a stream, or run an idempotent
+    command again (``run(..., retries=N)`` does that)."""
