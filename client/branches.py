@@ -207,6 +207,20 @@ def _local_branch(repo: Path, branch: str) -> str | None:
     return _out(res) if res.returncode == 0 else None
 
 
+def local_branch(*, repo: Path, branch: str) -> str | None:
+    """The commit of the laptop's ``branch``, or None when it does not exist."""
+    return _local_branch(Path(repo), validate_branch(branch))
+
+
+def delete_branch(*, repo: Path, branch: str, commit: str) -> bool:
+    """Delete the laptop's ``branch`` only while it still points at ``commit`` (a snapshot
+    that never reached the head); False when it moved or is gone. Never touches a branch
+    someone else changed."""
+    validate_branch(branch)
+    res = _git("update-ref", "-d", f"refs/heads/{branch}", commit, repo=Path(repo), check=False)
+    return res.returncode == 0
+
+
 def snapshot(*, repo: Path, branch: str, include_untracked: bool = False, message: str) -> Snapshot:
     """Put the laptop's working state (HEAD plus uncommitted changes to tracked files, staged
     or not; plus untracked, non-ignored files when ``include_untracked``) on a NEW branch.
@@ -443,6 +457,13 @@ class HeadRepo:
         )
 
     # ------------------------------------------------------------------ operations
+
+    def exists(self) -> bool:
+        """Whether the head repository is there (before the first submit it is not)."""
+        res = self.remote.run(
+            _q("git", "-C", self.repo_path, "rev-parse", "--git-dir"), timeout=60, check=False
+        )
+        return res.exit_code == 0
 
     def ensure(self) -> bool:
         """Create the bare repository on first use; True when it was created now. Refuses a

@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--llm-model", help="Anthropic model id for --llm")
 
+    _run_parsers(sub)
+
     diag = sub.add_parser("diagnose", help="diagnose training curves from a history JSON")
     diag.add_argument(
         "history",
@@ -87,6 +89,44 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument("--out", type=Path, help="folder for diagnosis.json (default: beside input)")
     diag.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     return parser
+
+
+def _run_parsers(sub) -> None:
+    def common(p: argparse.ArgumentParser, *, json_out: bool = False) -> None:
+        p.add_argument("--profile", help="profile from tether.toml (default: default_profile)")
+        p.add_argument(
+            "--trust-new-host",
+            action="store_true",
+            help="accept and record the head's SSH host key if it is not in known_hosts yet",
+        )
+        if json_out:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("submit", help="submit an experiment spec as a run on the head's cluster")
+    p.add_argument("spec", type=Path, help="experiment spec (TOML)")
+    p.add_argument("--branch", help="run branch (default: tether/<spec>/<run-id>)")
+    p.add_argument("--watch", action="store_true", help="follow the run's log until it ends")
+    common(p, json_out=True)
+    p = sub.add_parser("runs", help="list the runs (Ray jobs submitted by tether)")
+    common(p, json_out=True)
+    p = sub.add_parser("logs", help="print a run's log")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+    common(p)
+    p = sub.add_parser("stop", help="stop a run")
+    p.add_argument("run_id", metavar="RUN")
+    common(p)
+    p = sub.add_parser("branches", help="list the run branches on the head")
+    common(p, json_out=True)
+    p = sub.add_parser("fetch", help="fetch a run's branch (with its stage commits) into this repo")
+    p.add_argument("run_id", metavar="RUN")
+    common(p, json_out=True)
+    p = sub.add_parser("prune", help="remove the head worktrees of finished runs")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    common(p, json_out=True)
+
+
+RUN_COMMANDS = ("submit", "runs", "logs", "stop", "branches", "fetch", "prune")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args, console)
         if args.command in ("analyze", "diagnose"):
             return _analysis(args, console)
+        if args.command in RUN_COMMANDS:
+            from .runcli import run_command
+
+            return run_command(args, console)
     except (TetherError, MLError) as exc:
         if os.environ.get("TETHER_DEBUG") == "1":
             raise

@@ -46,6 +46,7 @@ class SSHProfile(_Strict):
     kind: Literal["ssh"]
     host: str = Field(min_length=1, description="Host alias from the SSH config")
     repo_path: str = "~/tether.git"
+    runs_path: str = Field(default="~/tether-runs", description="run worktrees on the head")
     python: str = "~/tether-venv/bin/python"
     dashboard_port: Port = 8265
     ssh_config: str | None = Field(

@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-s", type=float, default=30.0)
     parser.add_argument("--stall-timeout-s", type=float, default=300.0)
     parser.add_argument(
+        "--secrets-file",
+        type=Path,
+        help="KEY=VALUE lines (mode 600) for the stages, e.g. ANTHROPIC_API_KEY; deleted at exit",
+    )
+    parser.add_argument(
         "--checkpoint-dir", type=Path, help="default: .tether/checkpoints/<run-id> (git-ignored)"
     )
     parser.add_argument("--extractors", nargs="+", default=list(EXTRACTOR_NAMES))
@@ -95,12 +100,37 @@ def _checkpoint_dir(args: argparse.Namespace) -> Path:
     return (tether_dir / "checkpoints" / args.run_id).resolve()
 
 
+def read_secrets(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a file only its owner may read (mode 600); never printed."""
+    from .errors import ClusterRuntimeError
+
+    try:
+        mode = path.stat().st_mode & 0o777
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ClusterRuntimeError(f"cannot read the secrets file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ClusterRuntimeError(
+            f"the secrets file {path} is readable by others (mode {mode:o}): chmod 600 it"
+        )
+    out = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ClusterRuntimeError(f"{path}:{n}: expected KEY=VALUE (the value is not shown)")
+        out[key.strip()] = value
+    return out
+
+
 def _run_spec(args: argparse.Namespace) -> int:
     from .errors import ClusterRuntimeError
     from .pipeline import run_pipeline
     from .spec import load_spec
 
     try:
+        secrets = read_secrets(args.secrets_file) if args.secrets_file else {}
         spec = load_spec(args.spec)
         ckpt = _checkpoint_dir(args)
         ray.init(log_to_driver=True)
@@ -119,10 +149,14 @@ def _run_spec(args: argparse.Namespace) -> int:
             resume=args.resume,
             heartbeat_s=args.heartbeat_s,
             stall_timeout_s=args.stall_timeout_s,
+            secrets=secrets,
         )
     except ClusterRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        if args.secrets_file is not None:
+            args.secrets_file.unlink(missing_ok=True)
     for rec in result.state.stages.values():
         commit = f" [{rec.commit[:10]}]" if rec.commit else ""
         print(f"stage {rec.name}: {rec.status}{commit} {rec.summary or rec.error or ''}")

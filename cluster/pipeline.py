@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,11 @@ def _stage_task(job: dict) -> dict:
     cwd = os.getcwd()
     started = time.time()
     reporter.stage(stage.name, "started", node=node, pid=os.getpid())
+    secrets = job.get("secrets") or {}
+    saved_env = {k: os.environ.get(k) for k in secrets}
     try:
         os.chdir(worktree)
+        os.environ.update(secrets)
         try:
             outcome = body_for(stage)(ctx)
         except BaseException as exc:
@@ -191,6 +195,11 @@ def _stage_task(job: dict) -> dict:
             "seconds": time.time() - started,
         }
     finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         os.chdir(cwd)
         sys.stdout, sys.stderr = saved
         set_default_reporter(previous)
@@ -272,12 +281,15 @@ def run_pipeline(
     resume: bool = False,
     heartbeat_s: float = 30.0,
     stall_timeout_s: float = 300.0,
+    secrets: Mapping[str, str] | None = None,
 ) -> PipelineResult:
     """Run ``spec``'s stages for run ``run_id`` (connected to Ray already).
 
     ``run_dir`` (on this, the head node) receives every stage's files, ``events.jsonl`` and
     ``run_state.json``; with ``commit`` it must lie inside ``worktree``, which must have the
     run branch checked out. ``resume`` skips the stages ``run_state.json`` lists as finished.
+    ``secrets`` (e.g. ANTHROPIC_API_KEY) are set in each stage task's environment while its
+    body runs: passed as a task argument, never in runtime_env, events or files.
     Raises :class:`PipelineError` when it cannot start; a failing stage is a ``failed``
     result, not an exception."""
     run_dir, worktree = Path(run_dir).resolve(), Path(worktree).resolve()
@@ -306,6 +318,7 @@ def run_pipeline(
         "spec": spec.model_dump(),
         "heartbeat_s": heartbeat_s,
         "branch": branch,
+        "secrets": dict(secrets or {}),
     }
     try:
         return _drive(

@@ -6,6 +6,7 @@ name = "extractors"                 # used in the run branch: tether/<name>/<run
 allow_failing_tests = false         # a red `test` stage stops the run unless true
 targets = ["val_loss<0.2", "accuracy=0.85:0.95"]
 milestones = ["epoch 5: val_loss < 0.4, red flag > 0.6"]
+include_untracked = false           # snapshot untracked (not ignored) files too
 llm = false                         # LLM commentary in the report (ANTHROPIC_API_KEY on the head)
 # checkpoint_uri = "s3://bucket/prefix"   # default: the head's disk
 
@@ -116,6 +117,7 @@ class ExperimentSpec(BaseModel):
     targets: list[str] = Field(default_factory=list)
     milestones: list[str] = Field(default_factory=list)
     checkpoint_uri: str | None = None
+    include_untracked: bool = False  # the run's snapshot also takes untracked, unignored files
     llm: bool = False  # LLM commentary in the report stage (needs ANTHROPIC_API_KEY on the head)
     train: dict = Field(default_factory=dict)  # ml.train.TrainConfig fields
     stages: list[StageSpec] = Field(min_length=1)
