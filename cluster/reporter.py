@@ -1180,6 +1180,7 @@ class _StreamState:
     log_lines: int = 0
     bad_lines: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    echo: bool = False
 
 
 def run_command_stage(
@@ -1189,6 +1190,7 @@ def run_command_stage(
     env: Mapping[str, str] | None = None,
     reporter: Reporter,
     timeout_s: float | None = None,
+    echo: bool = False,
 ) -> CommandOutcome:
     """Run a shell-command stage (``bash -c command`` in ``cwd``) and report what it prints.
 
@@ -1199,7 +1201,8 @@ def run_command_stage(
     malformed one becomes a log event plus a warning alert. Every other line of stdout and
     stderr becomes a log event. The last 50 plain lines come back for error reports. After
     ``timeout_s`` the command's whole process group is terminated (then killed) and the
-    outcome says ``timed_out`` with exit code 124.
+    outcome says ``timed_out`` with exit code 124. ``echo`` also prints the plain lines on
+    this process's real stdout/stderr (in a Ray task: the job log).
     """
     if timeout_s is not None and not timeout_s > 0:
         raise ReporterConfigError(f"timeout_s={timeout_s!r}: must be > 0 (or None)")
@@ -1221,7 +1224,7 @@ def run_command_stage(
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group: a timeout kills all of it
     )
-    state = _StreamState()
+    state = _StreamState(echo=echo)
     readers = [
         threading.Thread(target=_pump, args=(proc.stdout, "stdout", reporter, state), daemon=True),
         threading.Thread(target=_pump, args=(proc.stderr, "stderr", reporter, state), daemon=True),
@@ -1297,6 +1300,11 @@ def _pump(pipe: Any, stream: str, reporter: Reporter, state: _StreamState) -> No
                         state.forwarded += 1
                     continue
             reporter.log(line, stream=stream)
+            if state.echo:  # the real stream, not a tee that would log the line twice
+                out = sys.__stdout__ if stream == "stdout" else sys.__stderr__
+                with contextlib.suppress(Exception):
+                    out.write(line + "\n")
+                    out.flush()
             with state.lock:
                 state.log_lines += 1
                 state.last_lines.append(line)

@@ -134,6 +134,7 @@ def run_test(ctx: StageContext) -> StageOutcome:
         cwd=ctx.worktree,
         reporter=ctx.reporter,
         timeout_s=ctx.stage.timeout_s,
+        echo=True,
     )
     counts = _junit_counts(junit)
     counts["exit_code"] = outcome.exit_code
@@ -343,6 +344,7 @@ def run_command(ctx: StageContext) -> StageOutcome:
         env={"TETHER_OUT_DIR": str(ctx.out_dir)},
         reporter=ctx.reporter,
         timeout_s=ctx.stage.timeout_s,
+        echo=True,
     )
     if outcome.timed_out:
         raise StageError(

@@ -256,3 +256,46 @@ def test_logs_follow_survives_a_killed_ssh_connection_without_losing_or_repeatin
     assert status == "SUCCEEDED"
     lines = [ln for ln in "".join(seen).splitlines() if ln.startswith("line ")]
     assert lines == [f"line {i:03d}" for i in range(60)]
+
+
+def test_the_embedded_local_profile_submits_stops_and_shows_a_run(
+    git_repo, ray_cluster, capsys, monkeypatch
+):
+    """No SSH: the laptop repo is the head repo, worktrees go to .tether/runs/."""
+    repo = git_repo.path
+    port = ray_cluster.dashboard_url.rsplit(":", 1)[1]
+    (repo / "tether.toml").write_text(
+        f'[profiles.local]\nkind = "local"\ndashboard_port = {port}\n'
+        "[heartbeat]\ninterval_s = 1\nstall_timeout_s = 30\n"
+    )
+    (repo / "slow.toml").write_text(
+        'name = "slow"\n[[stages]]\nname = "nap"\n'
+        "command = 'for i in $(seq 1 120); do echo tick $i; sleep 0.5; done'\n"
+    )
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "slow spec", cwd=repo)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("COLUMNS", "200")
+    sub = _json_out(capsys, ["submit", "slow.toml", "--json"])
+    assert Path(sub["worktree"]).parent == (repo / ".tether" / "runs").resolve()
+    assert git("rev-parse", sub["branch"], cwd=repo) == sub["commit"]  # the branch is local
+    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    deadline = time.monotonic() + 120
+    while "tick 2" not in client.get_job_logs(sub["job_id"]):
+        assert time.monotonic() < deadline, client.get_job_logs(sub["job_id"])
+        time.sleep(0.5)
+    capsys.readouterr()
+    assert tether(["stop", sub["run_id"]]) == 0
+    assert f"stopping run {sub['run_id']}" in capsys.readouterr().out
+    assert _wait(ray_cluster.dashboard_url, sub["job_id"], timeout=60) == JobStatus.STOPPED
+    assert tether(["logs", sub["run_id"]]) == 0
+    assert "Running entrypoint for job" in capsys.readouterr().out
+    assert tether(["runs"]) == 0
+    table = capsys.readouterr().out
+    assert sub["run_id"] in table and "STOPPED" in table
+    fetched = _json_out(capsys, ["fetch", sub["run_id"], "--json"])
+    assert fetched["branch"] == sub["branch"]
+    pruned = _json_out(capsys, ["prune", "--json"])
+    assert [p["run_id"] for p in pruned] == [sub["run_id"]]
+    assert not Path(sub["worktree"]).exists()
+    assert git("status", "--porcelain", cwd=repo).replace("?? results/", "").strip() == ""
