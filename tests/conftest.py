@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sshdserver import SSHD, find_sshd, start_sshd, stop_sshd
 
 from client.localcluster import LocalCluster, free_port, start_local_cluster, stop_local_cluster
 
@@ -24,7 +22,7 @@ MB = 1024 * 1024
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    sshd = _find_sshd()
+    sshd = find_sshd()
     return [
         f"tether: sshd={sshd or 'MISSING'} TETHER_REQUIRE_SSHD={int(REQUIRE_SSHD)}",
         f"tether: python={sys.executable}",
@@ -116,53 +114,11 @@ def multinode_cluster():
 # --------------------------------------------------------------------------- sshd
 
 
-@dataclass(frozen=True)
-class SSHD:
-    host_alias: str  # Host in ssh_config
-    port: int
-    user: str
-    ssh_config: Path  # HostName/Port/User/IdentityFile/UserKnownHostsFile for host_alias
-    known_hosts: Path  # holds the server's host key
-    client_key: Path
-    host_public_key: str  # "ssh-ed25519 AAAA..."
-    workdir: Path
-    pid: int
-
-    def ssh_command(self) -> str:
-        """For GIT_SSH_COMMAND and friends."""
-        return f"ssh -F {self.ssh_config}"
-
-
-def _find_sshd() -> str | None:
-    forced = os.environ.get("TETHER_SSHD_BINARY")  # lets a test play "no sshd here"
-    candidates = (
-        (forced,) if forced else (shutil.which("sshd"), "/usr/sbin/sshd", "/usr/local/sbin/sshd")
-    )
-    for cand in candidates:
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
-def _wait_for_banner(port: int, proc: subprocess.Popen, *, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd exited {proc.returncode}: {proc.stderr.read().decode()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                if s.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"sshd did not answer on 127.0.0.1:{port} within {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> SSHD:
     """A real OpenSSH sshd on 127.0.0.1 and a free port, with a temp host key, an authorized
     client key, an ssh_config naming it, and a known_hosts that trusts it."""
-    binary = _find_sshd()
+    binary = find_sshd()
     if binary is None:
         reason = (
             "NO sshd BINARY: the SSH tests did not run. Install openssh-server "
@@ -172,89 +128,11 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> SSHD:
             pytest.fail(f"{reason} TETHER_REQUIRE_SSHD=1 makes this a failure.")
         print(f"\n*** {reason} ***", file=sys.stderr)
         pytest.skip(reason)
-    workdir = tmp_path_factory.mktemp("sshd")
-    host_key = workdir / "host_ed25519"
-    client_key = workdir / "client_ed25519"
-    for key in (host_key, client_key):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    (workdir / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
-    port = free_port()
-    user = getpass.getuser()
-    config = workdir / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {host_key}",
-                f"PidFile {workdir / 'sshd.pid'}",
-                f"AuthorizedKeysFile {workdir / 'authorized_keys'}",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password",
-                "StrictModes no",
-                "UsePAM no",
-                "AllowTcpForwarding yes",
-                "MaxStartups 100:30:200",
-                "MaxSessions 50",
-                "Subsystem sftp internal-sftp",
-                "LogLevel VERBOSE",
-                "",
-            ]
-        )
-    )
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
-    proc = subprocess.Popen(
-        [binary, "-D", "-e", "-f", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "sshd.log", "wb"),  # noqa: SIM115 - lives as long as sshd
-    )
+    sshd, proc = start_sshd(tmp_path_factory.mktemp("sshd"), binary)
     try:
-        _wait_for_banner(port, proc)
-    except RuntimeError:
-        proc.kill()
-        raise
-    host_public = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
-    known_hosts = workdir / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_public}\n")
-    ssh_config = workdir / "ssh_config"
-    alias = "tether-test-head"
-    ssh_config.write_text(
-        "\n".join(
-            [
-                f"Host {alias}",
-                "  HostName 127.0.0.1",
-                f"  Port {port}",
-                f"  User {user}",
-                f"  IdentityFile {client_key}",
-                "  IdentitiesOnly yes",
-                f"  UserKnownHostsFile {known_hosts}",
-                "  StrictHostKeyChecking yes",
-                "  BatchMode yes",
-                "",
-            ]
-        )
-    )
-    try:
-        yield SSHD(
-            host_alias=alias,
-            port=port,
-            user=user,
-            ssh_config=ssh_config,
-            known_hosts=known_hosts,
-            client_key=client_key,
-            host_public_key=host_public,
-            workdir=workdir,
-            pid=proc.pid,
-        )
+        yield sshd
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_sshd(proc)
 
 
 # --------------------------------------------------------------------------- git
