@@ -55,3 +55,8 @@ class ConnectionLost(RemoteError):
     """The network path to the head failed: the SSH connection dropped, or connecting timed
     out, was refused or reset. Transient: reconnect and resume a stream, or run an idempotent
     command again (``run(..., retries=N)`` does that)."""
+
+
+class SyncError(TetherError):
+    """Pulling a run's results failed: the run's folder is gone on the head, another pull
+    holds the destination, or the head's sync agent failed or sent something malformed."""

@@ -7,6 +7,8 @@ Both implement ``Remote``:
   are idempotent, ``retries`` after a dropped connection.
 - ``stream_lines``: the stdout lines of a long-lived command as they arrive; closing the
   iterator stops the command.
+- ``open_binary``: a command's stdout as a readable binary file (bulk transfers, e.g. the
+  result puller), its stdin fed from bytes.
 - ``forward_port``: a port on 127.0.0.1 here that reaches a port on the head (the Ray
   dashboard and Jobs API).
 - ``home`` / ``expand``: the head's home directory, so paths can be made absolute and quoted.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import select
@@ -36,11 +39,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import paramiko
 from fabric import Config, Connection
@@ -70,6 +73,7 @@ _TRANSIENT_ERRNOS = frozenset(
 _CHANNEL_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 Stdin = bytes | bytearray | memoryview | str | None
+BinaryStdin = Stdin | Iterable[bytes]  # open_binary: an iterable is fed chunk by chunk
 
 
 @dataclass(frozen=True)
@@ -336,6 +340,21 @@ class LocalRemote:
                 )
         finally:
             _stop(proc)
+
+    def open_binary(
+        self, command: str, *, stdin: BinaryStdin = None, timeout: float | None = None
+    ) -> AbstractContextManager[BinaryIO]:
+        """Run ``command`` and yield its stdout as a readable binary file (buffered).
+
+        ``stdin`` (bytes, str sent as UTF-8, or an iterable of bytes chunks consumed as they
+        come, e.g. a request that depends on what stdout said) is fed to the command from a
+        thread, then closed.
+        ``timeout``: seconds a read may wait for output (None: forever), then ``RemoteError``.
+        Leaving the block normally reads what is left of stdout and checks the exit status:
+        non-zero raises ``CommandFailed`` with the last lines of stderr. Leaving it with an
+        exception stops the command and its children.
+        """
+        return _local_binary(self, command, stdin=stdin, timeout=timeout)
 
     @contextmanager
     def forward_port(self, *, remote_port: int, remote_host: str = "127.0.0.1") -> Iterator[int]:
@@ -776,6 +795,22 @@ class SSHRemote:
         finally:
             chan.close()
 
+    def open_binary(
+        self, command: str, *, stdin: BinaryStdin = None, timeout: float | None = None
+    ) -> AbstractContextManager[BinaryIO]:
+        """Run ``command`` on the head and yield its stdout as a readable binary file (buffered).
+
+        ``stdin`` (bytes, str sent as UTF-8, or an iterable of bytes chunks consumed as they
+        come, e.g. a request that depends on what stdout said) is fed to the command from a
+        thread, then closed.
+        ``timeout``: seconds a read may wait for output (None: forever), then ``RemoteError``.
+        Reading raises ``ConnectionLost`` when the connection drops (never a short read that looks
+        complete). Leaving the block normally reads what is left of stdout and checks the exit
+        status: non-zero raises ``CommandFailed`` with the last lines of stderr. Leaving it with
+        an exception closes the channel (the command then dies on its next write).
+        """
+        return _ssh_binary(self, command, stdin=stdin, timeout=timeout)
+
     @contextmanager
     def forward_port(self, *, remote_port: int, remote_host: str = "127.0.0.1") -> Iterator[int]:
         """Yield a port on 127.0.0.1 here whose connections reach ``remote_host:remote_port``
@@ -804,3 +839,226 @@ class SSHRemote:
     def expand(self, path: str) -> str:
         """``~`` or a leading ``~/`` replaced by ``home()``; any other path unchanged."""
         return _expand(path, self.home)
+
+
+# --------------------------------------------------------------------------- binary streams
+#
+# ``open_binary`` (on both remotes): a command's stdout as a readable binary file, for bulk
+# transfers (the result puller streams files through it). Bytes arrive as sent, nothing is
+# decoded; reading never holds more than one buffer in memory.
+
+BINARY_BUFFER = 1 << 20  # the reader's buffer
+_BINARY_WINDOW = 16 * 1024 * 1024  # SSH flow-control window of a binary session (default 2 MiB)
+
+
+class _PipeStdout(io.RawIOBase):
+    """Raw reads from a local command's stdout pipe; ``timeout``: seconds of silence allowed."""
+
+    def __init__(self, fd: int, *, host: str, command: str, timeout: float | None) -> None:
+        super().__init__()
+        self._fd, self._host, self._command, self._timeout = fd, host, command, timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        if self._timeout is not None:
+            ready, _, _ = select.select([self._fd], [], [], self._timeout)
+            if not ready:
+                raise _silent(self._host, self._command, self._timeout)
+        return os.readv(self._fd, [buf])
+
+
+class _ChannelStdout(io.RawIOBase):
+    """Raw reads from an SSH channel's stdout. The end of the data is an EOF only when the
+    head sent one; a channel closed under us (the connection dropped) raises ``ConnectionLost``
+    instead, so a cut transfer never looks like a short, complete one."""
+
+    def __init__(
+        self, remote: SSHRemote, chan: paramiko.Channel, command: str, timeout: float | None
+    ) -> None:
+        super().__init__()
+        self._remote, self._chan, self._command, self._timeout = remote, chan, command, timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        try:
+            data = self._chan.recv(len(buf))
+        except TimeoutError as exc:
+            raise _silent(self._remote.name, self._command, self._timeout) from exc
+        except _CHANNEL_ERRORS as exc:
+            raise self._lost(exc) from exc
+        if not data:
+            if not self._chan.eof_received:
+                transport = self._chan.get_transport()
+                raise self._lost(transport.get_exception() if transport is not None else None)
+            return 0
+        n = len(data)
+        buf[:n] = data
+        return n
+
+    def _lost(self, cause: BaseException | None) -> ConnectionLost:
+        # Drop the dead connection now: paramiko closes its channels a moment before it marks
+        # the transport inactive, and the next command must not try the old one.
+        self._remote._discard()
+        return self._remote._lost(self._command, cause)
+
+
+def _discard_rest(reader: BinaryIO) -> None:
+    while reader.read(BINARY_BUFFER):
+        pass
+
+
+def _chunks(stdin: BinaryStdin) -> Iterable[bytes] | None:
+    if stdin is None or isinstance(stdin, bytes | bytearray | memoryview | str):
+        data = _as_bytes(stdin)
+        return None if data is None else (data,)
+    return stdin
+
+
+def _write_and_close(pipe, chunks: Iterable[bytes]) -> None:
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[pipe.write(view) :]
+    except OSError:
+        pass  # the command exited without reading it all: its exit status tells
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+
+def _feed_chunks(chan: paramiko.Channel, chunks: Iterable[bytes]) -> None:
+    """``_feed_stdin`` for chunks that may come one at a time."""
+    try:
+        for chunk in chunks:
+            chan.sendall(chunk)
+        chan.shutdown_write()
+    except _CHANNEL_ERRORS:
+        pass  # the command exited or the connection dropped: the reader reports which
+
+
+def _collect_tail(read: Callable[[int], bytes], tail: bytearray) -> None:
+    """Read a stream to its end (a thread), keeping its last ``_STDERR_TAIL_BYTES``."""
+    while True:
+        try:
+            data = read(_CHUNK)
+        except TimeoutError:
+            continue
+        except (*_CHANNEL_ERRORS, ValueError):
+            return
+        if not data:
+            return
+        _keep_tail(tail, data)
+
+
+@contextmanager
+def _local_binary(
+    remote: LocalRemote, command: str, *, stdin: BinaryStdin, timeout: float | None
+) -> Iterator[BinaryIO]:
+    data = _chunks(stdin)
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        bufsize=0,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    err = bytearray()
+    threads = [threading.Thread(target=_collect_tail, args=(proc.stderr.read, err), daemon=True)]
+    if data is not None:
+        threads.append(
+            threading.Thread(target=_write_and_close, args=(proc.stdin, data), daemon=True)
+        )
+    for thread in threads:
+        thread.start()
+    raw = _PipeStdout(proc.stdout.fileno(), host=remote.name, command=command, timeout=timeout)
+    reader = io.BufferedReader(raw, buffer_size=BINARY_BUFFER)
+    try:
+        yield reader  # type: ignore[misc]
+        _discard_rest(reader)
+        code = proc.wait()
+        for thread in threads:
+            thread.join(timeout=5)
+        if code != 0:
+            raise CommandFailed(
+                command=command, exit_code=code, output=_text(err), host=remote.name
+            )
+    finally:
+        _stop(proc)
+
+
+def _binary_session(remote: SSHRemote, command: str) -> paramiko.Channel:
+    """Like ``SSHRemote._session`` with a larger flow-control window (bulk data)."""
+    remote.open()
+    transport = remote._conn.transport
+    chan = None
+    try:
+        chan = transport.open_session(window_size=_BINARY_WINDOW, timeout=remote._connect_timeout)
+        chan.exec_command(command)
+        return chan
+    except _CHANNEL_ERRORS as exc:
+        if chan is not None:
+            chan.close()
+        if transport.is_active():
+            raise RemoteError(
+                f"{remote.name} refused a new SSH session for {command!r}: {exc}",
+                hint="too many sessions at once? check MaxSessions in the head's sshd_config",
+            ) from exc
+        raise remote._lost(command, exc) from exc
+
+
+def _ssh_exit_code(remote: SSHRemote, chan: paramiko.Channel, command: str) -> int:
+    """The command's exit status; ``ConnectionLost`` when the connection dropped first."""
+    transport = chan.get_transport()
+    while not chan.status_event.wait(0.5):
+        if not transport.is_active():
+            break
+    if chan.exit_status != -1:
+        return chan.exit_status
+    # No exit status: the channel closed because the transport died (give its thread a moment
+    # to say so), or the head closed it without one (a command killed by a signal).
+    deadline = time.monotonic() + 1.0
+    while transport.is_active() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not transport.is_active():
+        cause = transport.get_exception()
+        remote._discard()
+        raise remote._lost(command, cause)
+    return -1
+
+
+@contextmanager
+def _ssh_binary(
+    remote: SSHRemote, command: str, *, stdin: BinaryStdin, timeout: float | None
+) -> Iterator[BinaryIO]:
+    data = _chunks(stdin)
+    chan = _binary_session(remote, command)
+    err = bytearray()
+    try:
+        chan.settimeout(timeout)
+        if data is not None:
+            threading.Thread(target=_feed_chunks, args=(chan, data), daemon=True).start()
+        else:
+            chan.shutdown_write()
+        drain = threading.Thread(target=_collect_tail, args=(chan.recv_stderr, err), daemon=True)
+        drain.start()
+        reader = io.BufferedReader(
+            _ChannelStdout(remote, chan, command, timeout), buffer_size=BINARY_BUFFER
+        )
+        yield reader  # type: ignore[misc]
+        _discard_rest(reader)
+        code = _ssh_exit_code(remote, chan, command)
+        drain.join(timeout=5)
+        if code != 0:
+            raise CommandFailed(
+                command=command, exit_code=code, output=_text(err), host=remote.name
+            )
+    finally:
+        with contextlib.suppress(*_CHANNEL_ERRORS):  # on a dead connection close() raises
+            chan.close()
