@@ -121,12 +121,27 @@ def _run_parsers(sub) -> None:
     p = sub.add_parser("fetch", help="fetch a run's branch (with its stage commits) into this repo")
     p.add_argument("run_id", metavar="RUN")
     common(p, json_out=True)
+    p = sub.add_parser("pull", help="pull a run's lightweight results into results/<run-id>/")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument(
+        "--every",
+        type=float,
+        nargs="?",
+        const=0.0,
+        metavar="S",
+        help="pull again every S seconds (no S: [sync] interval_s of tether.toml, 60)",
+    )
+    p.add_argument(
+        "--until-done", action="store_true", help="with --every: stop after the run has ended"
+    )
+    p.add_argument("--mirror", action="store_true", help="delete local files gone on the head")
+    common(p, json_out=True)
     p = sub.add_parser("prune", help="remove the head worktrees of finished runs")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     common(p, json_out=True)
 
 
-RUN_COMMANDS = ("submit", "runs", "logs", "stop", "branches", "fetch", "prune")
+RUN_COMMANDS = ("submit", "runs", "logs", "stop", "branches", "fetch", "pull", "prune")
 
 
 def main(argv: list[str] | None = None) -> int:

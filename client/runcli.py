@@ -132,6 +132,8 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
             else:
                 console.print(f"{branch} is at {commit[:10]}: git log {branch}", markup=False)
             return 0
+        if args.command == "pull":
+            return _pull(args, head, config, console, as_json)
         if args.command == "prune":
             removed = prune_runs(head, dry_run=args.dry_run)
             if as_json:
@@ -148,3 +150,77 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
 def _write_raw(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _pull(args, head, config, console: Console, as_json: bool) -> int:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    from .errors import TetherError
+    from .pullcmd import plan_pull, pull_every, pull_once, summary_dict, summary_line
+    from .runcmds import run_status
+
+    plan = plan_pull(head=head, config=config, run_id=args.run_id)
+
+    def once():
+        if as_json:
+            return pull_once(head=head, plan=plan, config=config, mirror=args.mirror)
+        with Progress(
+            TextColumn("pull {task.fields[files]} files"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[path]}"),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("pull", total=None, files=0, path="manifest ...")
+            seen: set[str] = set()
+
+            def progress(path: str, done: int, total: int) -> None:
+                seen.add(path)
+                bar.update(task, completed=done, total=total or None, files=len(seen), path=path)
+
+            return pull_once(
+                head=head, plan=plan, config=config, mirror=args.mirror, progress=progress
+            )
+
+    def report(result) -> None:
+        if as_json:
+            _json({"run_id": args.run_id, "dest": str(plan.dest), **summary_dict(result)})
+            return
+        console.print(f"{args.run_id}: {summary_line(result)} -> {plan.dest}", markup=False)
+        for path, why in result.refused:
+            console.print(f"  refused {path}: {why}", markup=False)
+        for path, why in result.skipped:
+            again = " (next pull)" if why == "changing" else ""
+            console.print(f"  skipped {path}: {why}{again}", markup=False)
+
+    if args.every is None:
+        report(once())
+        return 0
+
+    def failed(exc: Exception, delay: float) -> None:
+        console.print(
+            f"[yellow]pull failed[/]: {str(exc).splitlines()[0]}; next try in {delay:.0f}s"
+        )
+
+    def done() -> bool:
+        if not args.until_done:
+            return False
+        try:
+            return run_status(head, args.run_id).is_terminal()
+        except TetherError:
+            return False
+
+    every = args.every or config.sync.interval_s
+    try:
+        pull_every(every_s=every, pull_fn=once, on_result=report, on_error=failed, done=done)
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -183,3 +183,12 @@ def head_repo(tmp_path: Path) -> Path:
     path = tmp_path / "head.git"
     git("init", "-q", "--bare", "-b", "main", str(path), cwd=tmp_path)
     return path
+
+
+def write_local_profile(repo: Path, cluster: LocalCluster) -> None:
+    """A tether.toml in ``repo`` whose embedded local profile uses ``cluster`` (1 s beats)."""
+    port = cluster.dashboard_url.rsplit(":", 1)[1]
+    (repo / "tether.toml").write_text(
+        f'[profiles.local]\nkind = "local"\ndashboard_port = {port}\n'
+        "[heartbeat]\ninterval_s = 1\nstall_timeout_s = 30\n"
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import git
+from conftest import git, write_local_profile
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from client.cli import main as tether
@@ -166,6 +166,12 @@ def test_submit_a_dirty_repo_over_ssh_runs_the_job_and_fetch_brings_the_stage_co
     log = git("log", "--format=%s", f"main..{fetched['branch']}", cwd=repo).splitlines()
     assert log[0] == "secret: secret checked" and log[1].startswith("chore: python")
     assert log[2] == f"tether: snapshot for run {run_id} (exp)"
+    # `tether pull` brings the run's results over SSH, byte-identical.
+    pulled = _json_out(capsys, ["pull", run_id, "--json"])
+    assert pulled["files"] >= 5 and not pulled["refused"]
+    head_run = wt / "results" / run_id
+    for rel in ("secret/secret_digest.txt", "setup/environment.json", "events.jsonl"):
+        assert (repo / "results" / run_id / rel).read_bytes() == (head_run / rel).read_bytes()
     # prune removes the finished run's worktree; the branch stays.
     pruned = _json_out(capsys, ["prune", "--json"])
     assert [p["run_id"] for p in pruned] == [run_id] and not wt.exists()
@@ -263,11 +269,7 @@ def test_the_embedded_local_profile_submits_stops_and_shows_a_run(
 ):
     """No SSH: the laptop repo is the head repo, worktrees go to .tether/runs/."""
     repo = git_repo.path
-    port = ray_cluster.dashboard_url.rsplit(":", 1)[1]
-    (repo / "tether.toml").write_text(
-        f'[profiles.local]\nkind = "local"\ndashboard_port = {port}\n'
-        "[heartbeat]\ninterval_s = 1\nstall_timeout_s = 30\n"
-    )
+    write_local_profile(repo, ray_cluster)
     (repo / "slow.toml").write_text(
         'name = "slow"\n[[stages]]\nname = "nap"\n'
         "command = 'for i in $(seq 1 120); do echo tick $i; sleep 0.5; done'\n"
