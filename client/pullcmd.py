@@ -86,6 +86,7 @@ def summary_dict(result: PullResult) -> dict:
     d = asdict(result)
     return {
         "files": len(result.transferred),
+        "transferred": list(result.transferred),
         "bytes": result.bytes,
         "unchanged": result.unchanged,
         "skipped": [list(x) for x in d["skipped"]],

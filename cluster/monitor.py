@@ -778,6 +778,8 @@ class MonitorCore:
     def _check_loop(self, every_s: float) -> None:
         while True:
             time.sleep(every_s)
+            if self._status.is_terminal():
+                continue  # an ended run: its files stay as finish() left them
             try:
                 self.check_health()
             except Exception:  # keep checking; the next push or check may work

@@ -87,10 +87,12 @@ def test_pull_brings_a_finished_runs_results_and_a_second_pull_moves_nothing(
     assert all(e["kind"] == "sync" and e["ok"] for e in events)
     # The human form: one summary line.
     assert tether(["pull", run_id]) == 0
-    assert f"{run_id}: 0 files, 0 B" in capsys.readouterr().out
+    human = capsys.readouterr().out
+    assert f"{run_id}: 0 files, 0 B" in human, (human, head_run.stat(), sorted(head_run.rglob("*")))
     # On a timer, for a run that has ended: one final pull, then it stops by itself.
     assert tether(["pull", run_id, "--every", "1", "--until-done", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["files"] == 0
+    final = json.loads(capsys.readouterr().out)
+    assert final["files"] == 0, final
     # Bad input: a clear error, nothing pulled.
     assert tether(["pull", "../etc"]) == 2
     assert "is not a run id" in capsys.readouterr().err
