@@ -192,3 +192,34 @@ def write_local_profile(repo: Path, cluster: LocalCluster) -> None:
         f'[profiles.local]\nkind = "local"\ndashboard_port = {port}\n'
         "[heartbeat]\ninterval_s = 1\nstall_timeout_s = 30\n"
     )
+
+
+# --------------------------------------------------------------------------- remotes
+
+
+@pytest.fixture(params=["ssh", "local"])
+def remote(request: pytest.FixtureRequest):
+    """Each test twice: over the real sshd, and with the local remote."""
+    from client.remote import LocalRemote, SSHRemote
+
+    if request.param == "local":
+        r = LocalRemote()
+    else:
+        sshd = request.getfixturevalue("sshd")
+        r = SSHRemote(host=sshd.host_alias, ssh_config=sshd.ssh_config)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def ssh_remote(sshd):
+    """An SSHRemote to the sshd fixture."""
+    from client.remote import SSHRemote
+
+    r = SSHRemote(host=sshd.host_alias, ssh_config=sshd.ssh_config)
+    try:
+        yield r
+    finally:
+        r.close()

@@ -30,28 +30,6 @@ from client.localcluster import free_port
 from client.remote import LocalRemote, SSHRemote
 
 
-@pytest.fixture(params=["ssh", "local"])
-def remote(request: pytest.FixtureRequest) -> Iterator[SSHRemote | LocalRemote]:
-    if request.param == "local":
-        r: SSHRemote | LocalRemote = LocalRemote()
-    else:
-        sshd = request.getfixturevalue("sshd")
-        r = SSHRemote(host=sshd.host_alias, ssh_config=sshd.ssh_config)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
-@pytest.fixture
-def ssh_remote(sshd) -> Iterator[SSHRemote]:
-    r = SSHRemote(host=sshd.host_alias, ssh_config=sshd.ssh_config)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
 def _pids(pattern: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]

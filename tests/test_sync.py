@@ -22,7 +22,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -37,28 +36,6 @@ PY = sys.executable
 RULES = SyncRules(max_file_mb=1)  # _results_tree's huge.log is over it
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TETHER_FILES = {STATE_NAME, LOCK_NAME}
-
-
-@pytest.fixture(params=["ssh", "local"])
-def remote(request: pytest.FixtureRequest) -> Iterator[SSHRemote | LocalRemote]:
-    if request.param == "local":
-        r: SSHRemote | LocalRemote = LocalRemote()
-    else:
-        sshd = request.getfixturevalue("sshd")
-        r = SSHRemote(host=sshd.host_alias, ssh_config=sshd.ssh_config)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
-@pytest.fixture
-def ssh_remote(sshd) -> Iterator[SSHRemote]:
-    r = SSHRemote(host=sshd.host_alias, ssh_config=sshd.ssh_config)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def _pull(remote, head: Path, dest: Path, **kw) -> PullResult:
