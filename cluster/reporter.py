@@ -65,6 +65,7 @@ except ImportError:  # pragma: no cover - Windows laptops: single-process append
 __all__ = [
     "DEFAULT_EVENTS_PATH",
     "ENV_EVENTS_PATH",
+    "ENV_REPORT_FD",
     "ENV_REPORT_TO",
     "ENV_RUN_ID",
     "ENV_STAGE",
@@ -108,6 +109,9 @@ ENV_TRIAL = "TETHER_TRIAL"
 ENV_STAGE = "TETHER_STAGE"
 ENV_EVENTS_PATH = "TETHER_EVENTS_PATH"
 ENV_REPORT_TO = "TETHER_REPORT_TO"  # "stdout": print TETHER lines (set by run_command_stage)
+# A pipe of their own for those lines (set by run_command_stage), so a reporter thread's
+# write can never land in the middle of a line the program prints on stdout.
+ENV_REPORT_FD = "TETHER_REPORT_FD"
 TETHER_PREFIX = "TETHER"
 EVENT_KINDS = frozenset(k.value for k in Kind)
 LOCAL_RUN_ID = "local"  # the run of events reported with no run id (a plain local script)
@@ -1080,7 +1084,7 @@ def get_reporter(
     stage = stage or env.get(ENV_STAGE) or None
     common = {"run_id": run_id, "trial": trial, "stage": stage, "heartbeat_s": heartbeat_s}
     if env.get(ENV_REPORT_TO, "").lower() == "stdout" and events_path is None:
-        return Reporter(transport=StdoutTransport(), **common)
+        return Reporter(transport=StdoutTransport(stream=_report_stream(env)), **common)
     ray = sys.modules.get("ray")  # imported by every Ray worker; a plain script may lack it
     if run_id and ray is not None and ray.is_initialized():
         try:
@@ -1095,6 +1099,16 @@ def get_reporter(
             return Reporter(transport=transport, **common)
     path = events_path or env.get(ENV_EVENTS_PATH) or DEFAULT_EVENTS_PATH
     return Reporter(transport=JsonlTransport(path=path), **common)
+
+
+def _report_stream(env: Mapping[str, str]) -> Any:
+    """The TETHER_REPORT_FD pipe when this process has it open, else None (stdout)."""
+    try:
+        fd = int(env.get(ENV_REPORT_FD, ""))
+        os.fstat(fd)
+    except (ValueError, OSError):
+        return None
+    return open(fd, "w", encoding="utf-8", closefd=False)  # lives as long as the reporter
 
 
 _DEFAULT: Reporter | None = None
@@ -1196,13 +1210,15 @@ def run_command_stage(
 
     ``env`` is added to this process's environment, with TETHER_RUN_ID/TRIAL/STAGE from
     ``reporter`` and TETHER_REPORT_TO=stdout, so ``cluster.reporter.get_reporter()`` in the
-    command prints TETHER lines (and PYTHONUNBUFFERED=1 unless ``env`` says otherwise). Each
-    stdout line ``TETHER {json}`` is forwarded as an event (kind defaults to progress); a
-    malformed one becomes a log event plus a warning alert. Every other line of stdout and
-    stderr becomes a log event. The last 50 plain lines come back for error reports. After
-    ``timeout_s`` the command's whole process group is terminated (then killed) and the
-    outcome says ``timed_out`` with exit code 124. ``echo`` also prints the plain lines on
-    this process's real stdout/stderr (in a Ray task: the job log).
+    command prints TETHER lines to a pipe of their own (TETHER_REPORT_FD), so they never mix
+    with what the program prints (and PYTHONUNBUFFERED=1 unless ``env`` says otherwise).
+    Each such line, and each stdout line ``TETHER {json}``, is forwarded as an event (kind
+    defaults to progress); a malformed one becomes a log event plus a warning alert. Every
+    other line of stdout and stderr becomes a log event. The last 50 plain lines come back
+    for error reports. After ``timeout_s`` the command's whole process group is terminated
+    (then killed) and the outcome says ``timed_out`` with exit code 124. ``echo`` also
+    prints the plain lines on this process's real stdout/stderr (in a Ray task: the job
+    log).
     """
     if timeout_s is not None and not timeout_s > 0:
         raise ReporterConfigError(f"timeout_s={timeout_s!r}: must be > 0 (or None)")
@@ -1215,19 +1231,30 @@ def run_command_stage(
             full_env[key] = value
     if reporter.stage_name:
         full_env[ENV_STAGE] = reporter.stage_name
-    proc = subprocess.Popen(
-        ["bash", "-c", command],
-        cwd=os.fspath(cwd),
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: a timeout kills all of it
-    )
+    events_r, events_w = os.pipe()  # the child's reporters write TETHER lines here
+    full_env[ENV_REPORT_FD] = str(events_w)
+    try:
+        proc = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=os.fspath(cwd),
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(events_w,),
+            start_new_session=True,  # its own process group: a timeout kills all of it
+        )
+    except BaseException:
+        os.close(events_r)
+        raise
+    finally:
+        os.close(events_w)
     state = _StreamState(echo=echo)
+    events_pipe = os.fdopen(events_r, "rb")
     readers = [
         threading.Thread(target=_pump, args=(proc.stdout, "stdout", reporter, state), daemon=True),
         threading.Thread(target=_pump, args=(proc.stderr, "stderr", reporter, state), daemon=True),
+        threading.Thread(target=_pump, args=(events_pipe, "stdout", reporter, state), daemon=True),
     ]
     for t in readers:
         t.start()

@@ -585,3 +585,32 @@ def test_gpu_probe_without_nvml_or_cuda_says_none(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
     assert _GpuProbe()() is None
+
+
+def test_reporter_lines_never_land_inside_what_the_program_prints(tmp_path):
+    """print() writes text and newline separately; a reporter thread writing to the same
+    stdout between them would glue a TETHER line onto the program's line."""
+    path = tmp_path / "events.jsonl"
+    reporter = Reporter(transport=JsonlTransport(path=path), run_id="r8", stage="train")
+    script = (
+        "from cluster.reporter import get_reporter\n"
+        "r = get_reporter(heartbeat_s=1)\n"
+        "for i in range(3000):\n"
+        "    print(f'out {i}')\n"
+        "    r.report(step=i, metrics={'loss': 1.0})\n"
+        "r.close()\n"
+    )
+    (tmp_path / "loud.py").write_text(script)
+    outcome = run_command_stage(
+        command=f"{sys.executable} loud.py",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        reporter=reporter,
+    )
+    assert reporter.close()
+    assert outcome.exit_code == 0 and outcome.bad_lines == 0
+    events = read_events(path)
+    logs = [e["line"] for e in events if e["kind"] == "log"]
+    assert logs == [f"out {i}" for i in range(3000)]
+    steps = [e["step"] for e in events if e["kind"] == "progress"]
+    assert steps == list(range(3000))
