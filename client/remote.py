@@ -399,16 +399,6 @@ def _stream_command(command: str) -> str:
     return f"bash --norc -c {shlex.quote(_STREAM_WRAPPER)} tether-stream {shlex.quote(command)}"
 
 
-def _feed_stdin(chan: paramiko.Channel, data: bytes) -> None:
-    """Write ``data`` to the command's stdin, then EOF. A thread: the command may fill its
-    output window before it reads its input."""
-    try:
-        chan.sendall(data)
-        chan.shutdown_write()
-    except _CHANNEL_ERRORS:
-        pass  # the command exited or the connection dropped: the reader reports which
-
-
 class SSHRemote:
     """A head node reached over SSH through a Host alias of the user's SSH config.
 
@@ -571,13 +561,14 @@ class SSHRemote:
             f"`ssh {self.name} true`",
         )
 
-    def _session(self, command: str) -> paramiko.Channel:
-        """A session channel running ``command`` (agent forwarding never requested)."""
+    def _session(self, command: str, *, window_size: int | None = None) -> paramiko.Channel:
+        """A session channel running ``command`` (agent forwarding never requested);
+        ``window_size``: a larger flow-control window, for bulk data."""
         self.open()
         transport = self._conn.transport
         chan = None
         try:
-            chan = transport.open_session(timeout=self._connect_timeout)
+            chan = transport.open_session(window_size=window_size, timeout=self._connect_timeout)
             chan.exec_command(command)
             return chan
         except _CHANNEL_ERRORS as exc:
@@ -647,7 +638,8 @@ class SSHRemote:
         deadline = _deadline(timeout)
         try:
             if stdin:
-                threading.Thread(target=_feed_stdin, args=(chan, stdin), daemon=True).start()
+                feed = threading.Thread(target=_feed_chunks, args=(chan, (stdin,)), daemon=True)
+                feed.start()
             else:
                 chan.shutdown_write()
             while True:
@@ -861,7 +853,8 @@ def _write_and_close(pipe, chunks: Iterable[bytes]) -> None:
 
 
 def _feed_chunks(chan: paramiko.Channel, chunks: Iterable[bytes]) -> None:
-    """``_feed_stdin`` for chunks that may come one at a time."""
+    """Write ``chunks`` to the command's stdin as they come, then EOF. A thread: the command
+    may fill its output window before it reads its input."""
     try:
         for chunk in chunks:
             chan.sendall(chunk)
@@ -922,26 +915,6 @@ def _local_binary(
         _stop(proc)
 
 
-def _binary_session(remote: SSHRemote, command: str) -> paramiko.Channel:
-    """Like ``SSHRemote._session`` with a larger flow-control window (bulk data)."""
-    remote.open()
-    transport = remote._conn.transport
-    chan = None
-    try:
-        chan = transport.open_session(window_size=_BINARY_WINDOW, timeout=remote._connect_timeout)
-        chan.exec_command(command)
-        return chan
-    except _CHANNEL_ERRORS as exc:
-        if chan is not None:
-            chan.close()
-        if transport.is_active():
-            raise RemoteError(
-                f"{remote.name} refused a new SSH session for {command!r}: {exc}",
-                hint="too many sessions at once? check MaxSessions in the head's sshd_config",
-            ) from exc
-        raise remote._lost(command, exc) from exc
-
-
 def _ssh_exit_code(remote: SSHRemote, chan: paramiko.Channel, command: str) -> int:
     """The command's exit status; ``ConnectionLost`` when the connection dropped first."""
     transport = chan.get_transport()
@@ -967,7 +940,7 @@ def _ssh_binary(
     remote: SSHRemote, command: str, *, stdin: BinaryStdin, timeout: float | None
 ) -> Iterator[BinaryIO]:
     data = _chunks(stdin)
-    chan = _binary_session(remote, command)
+    chan = remote._session(command, window_size=_BINARY_WINDOW)
     err = bytearray()
     try:
         chan.settimeout(timeout)
