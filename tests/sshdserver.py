@@ -3,6 +3,7 @@ authorized client key, an ssh_config naming it, and a known_hosts that trusts it
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -142,4 +143,24 @@ def stop_sshd(proc: subprocess.Popen) -> None:
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def client_port(remote) -> int:
+    """Our end of ``remote``'s SSH connection, as the head sees it."""
+    return int(remote.run("echo $SSH_CLIENT").stdout.split()[1])
+
+
+def kill_connection(sshd: SSHD, client_port: int) -> None:
+    """SIGKILL the sshd processes holding the TCP connection from ``client_port``."""
+    import psutil
+
+    victims = []
+    for proc in psutil.Process(sshd.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            conns = proc.net_connections(kind="tcp")
+            if any(c.raddr and c.raddr.port == client_port for c in conns):
+                victims.append(proc)
+    assert victims, f"no sshd process serves 127.0.0.1:{client_port}"
+    for proc in victims:
         proc.kill()

@@ -22,8 +22,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
+from sshdserver import client_port, kill_connection
 
 from client.errors import CommandFailed, ConnectionLost, HostKeyError, RemoteError
 from client.localcluster import free_port
@@ -47,24 +47,6 @@ def _eventually(cond: Callable[[], bool], *, within: float = 5.0) -> bool:
 def _unique_sleep() -> str:
     """A sleep duration no other process on this machine has on its command line."""
     return f"30.{random.randrange(10**6):06d}"
-
-
-def _client_port(remote: SSHRemote) -> int:
-    """Our end of the SSH connection, as the head sees it."""
-    return int(remote.run("echo $SSH_CLIENT").stdout.split()[1])
-
-
-def _kill_sshd_serving(sshd, client_port: int) -> None:
-    """SIGKILL the sshd processes holding the TCP connection from ``client_port``."""
-    victims = []
-    for proc in psutil.Process(sshd.pid).children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            conns = proc.net_connections(kind="tcp")
-            if any(c.raddr and c.raddr.port == client_port for c in conns):
-                victims.append(proc)
-    assert victims, f"no sshd process serves 127.0.0.1:{client_port}"
-    for proc in victims:
-        proc.kill()
 
 
 def _sshd_connections(sshd) -> int:
@@ -158,18 +140,18 @@ def test_closing_a_stream_early_stops_the_command(remote):
 
 
 def test_a_dropped_connection_raises_connection_lost_then_run_reconnects(sshd, ssh_remote):
-    client_port = _client_port(ssh_remote)
+    port = client_port(ssh_remote)
     duration = _unique_sleep()
     lines = ssh_remote.stream_lines(f"echo ready; sleep {duration}")
     assert next(lines) == "ready"
-    _kill_sshd_serving(sshd, client_port)
+    kill_connection(sshd, port)
     start = time.monotonic()
     with pytest.raises(ConnectionLost) as err:
         next(lines)
     assert time.monotonic() - start < 10
     assert sshd.host_alias in err.value.message and "sleep" in err.value.message
     assert ssh_remote.run("echo back", retries=2).stdout == "back\n"
-    assert _client_port(ssh_remote) != client_port
+    assert client_port(ssh_remote) != port
     # The head stopped the command whose connection went away.
     assert _eventually(lambda: not _pids(f"sleep {duration}"))
 
@@ -179,7 +161,7 @@ def test_a_dropped_connection_raises_connection_lost_then_run_reconnects(sshd, s
 
 def test_run_retries_an_idempotent_command_after_a_drop(sshd, ssh_remote):
     for retries in (2, 0):
-        killer = threading.Timer(0.5, _kill_sshd_serving, (sshd, _client_port(ssh_remote)))
+        killer = threading.Timer(0.5, kill_connection, (sshd, client_port(ssh_remote)))
         killer.start()
         try:
             if retries:

@@ -7,7 +7,6 @@ sends what a real one never would; "never opened" is proved with Linux inotify.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -24,12 +23,12 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from sshdserver import client_port, kill_connection
 
 from client.config import SyncRules
 from client.errors import CommandFailed, ConnectionLost, RemoteError, SyncError
-from client.remote import LocalRemote, SSHRemote
+from client.remote import LocalRemote
 from client.sync import LOCK_NAME, MARKER_NAME, PART_SUFFIX, STATE_NAME, PullResult, pull
 
 PY = sys.executable
@@ -239,22 +238,6 @@ def test_a_local_copy_changed_or_deleted_here_is_pulled_again(tmp_path):
 # --------------------------------------------------------------------------- interruptions
 
 
-def _client_port(remote: SSHRemote) -> int:
-    return int(remote.run("echo $SSH_CLIENT").stdout.split()[1])
-
-
-def _kill_sshd_serving(sshd, client_port: int) -> None:
-    victims = []
-    for proc in psutil.Process(sshd.pid).children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            conns = proc.net_connections(kind="tcp")
-            if any(c.raddr and c.raddr.port == client_port for c in conns):
-                victims.append(proc)
-    assert victims, f"no sshd process serves 127.0.0.1:{client_port}"
-    for proc in victims:
-        proc.kill()
-
-
 def test_a_connection_cut_mid_file_leaves_no_partial_file_and_the_next_pull_completes(
     sshd, ssh_remote, tmp_path
 ):
@@ -265,14 +248,14 @@ def test_a_connection_cut_mid_file_leaves_no_partial_file_and_the_next_pull_comp
     _write(head / "big.log", rng.randbytes(36 * 1024 * 1024))
     _write(head / "zz/after.txt", b"comes after the big one")
     rules = SyncRules(max_file_mb=64)
-    port = _client_port(ssh_remote)
+    port = client_port(ssh_remote)
     seen: list[tuple[str, int]] = []
 
     def cut_midway(path: str, done: int, total: int) -> None:
         seen.append((path, done))
         if path == "big.log" and done >= 4 * 1024 * 1024 and not killed.is_set():
             killed.set()
-            _kill_sshd_serving(sshd, port)
+            kill_connection(sshd, port)
 
     killed = threading.Event()
     with pytest.raises(ConnectionLost) as err:
