@@ -348,13 +348,12 @@ def _drive(
         ok, result, error = _run_stage(stage=stage, job=job, monitor=monitor, driver=driver)
         rec.ended = time.time()
         if not ok:
-            rec.status, rec.error = "failed", error
-            state.status, state.error = "failed", f"stage {stage.name} failed: {error}"
-            _save_state(run_dir, state)
             if push_owed and committer is not None:
-                _push(committer, driver)
-            ray.get(monitor.finish.remote(status="failed", error=state.error))
-            return PipelineResult(status="failed", state=state, error=state.error)
+                _push(committer, driver)  # the earlier stages' commits still go upstream
+            return _failed(
+                state=state, rec=rec, error=error, run_error=f"stage {stage.name} failed: {error}",
+                run_dir=run_dir, monitor=monitor,
+            )  # fmt: skip
         rec.summary, rec.node = result["summary"], result["node"]
         if committer is not None:
             try:
@@ -362,11 +361,10 @@ def _drive(
                     stage=stage.name, summary=rec.summary, paths=[run_dir / stage.name]
                 )
             except StageCommitError as exc:
-                rec.status, rec.error = "failed", str(exc)
-                state.status, state.error = "failed", f"stage {stage.name}: {exc}"
-                _save_state(run_dir, state)
-                ray.get(monitor.finish.remote(status="failed", error=state.error))
-                return PipelineResult(status="failed", state=state, error=state.error)
+                return _failed(
+                    state=state, rec=rec, error=str(exc), run_error=f"stage {stage.name}: {exc}",
+                    run_dir=run_dir, monitor=monitor,
+                )  # fmt: skip
             push_owed = not _push(committer, driver)
         rec.status = "finished"
         _save_state(run_dir, state)
@@ -376,6 +374,17 @@ def _drive(
     _save_state(run_dir, state)
     ray.get(monitor.finish.remote(status="succeeded"))
     return PipelineResult(status="succeeded", state=state)
+
+
+def _failed(
+    *, state: RunState, rec: StageRecord, error: str, run_error: str, run_dir: Path, monitor
+) -> PipelineResult:
+    """Record the stage and the run as failed, end the run in the monitor."""
+    rec.status, rec.error = "failed", error
+    state.status, state.error = "failed", run_error
+    _save_state(run_dir, state)
+    ray.get(monitor.finish.remote(status="failed", error=run_error))
+    return PipelineResult(status="failed", state=state, error=run_error)
 
 
 def _committer(*, worktree: Path, run_dir: Path, branch: str) -> StageCommitter:
