@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .config import load_config
 from .runcmds import (
     fetch_run,
     head_for,
-    job_dict,
+    list_branches,
     list_runs,
     prune_runs,
     show_logs,
@@ -45,7 +46,7 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
             console.print(line, markup=False)
 
     if args.command == "submit":
-        from .submit import submission_dict, submit_run
+        from .submit import submit_run
 
         sub = submit_run(
             spec_path=args.spec,
@@ -57,7 +58,7 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
             echo=echo,
         )
         if as_json:
-            _json(submission_dict(sub))
+            _json(asdict(sub))
         else:
             console.print(
                 f"submitted run [bold]{sub.run_id}[/] as Ray job {sub.job_id} "
@@ -81,7 +82,7 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
         if args.command == "runs":
             runs = list_runs(head)
             if as_json:
-                _json([job_dict(r) for r in runs])
+                _json([asdict(r) for r in runs])
                 return 0
             table = Table(title=f"runs on {head.profile_name} ({head.remote.name})")
             for col in ("run", "status", "spec", "branch", "commit", "started", "ended"):
@@ -114,9 +115,9 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
             )
             return 0
         if args.command == "branches":
-            branches = head.repo.branches() if head.repo.exists() else []
+            branches = list_branches(head)
             if as_json:
-                _json([{**b.__dict__, "date": b.date.isoformat()} for b in branches])
+                _json([{**asdict(b), "date": b.date.isoformat()} for b in branches])
                 return 0
             table = Table(title=f"run branches on {head.remote.name}")
             for col in ("branch", "commit", "last commit", "date"):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
-from .branches import local_branch, validate_branch
+from .branches import BranchInfo, local_branch, validate_branch
 from .config import TetherConfig
 from .demo import repo_root
 from .errors import RemoteError, TetherError
@@ -31,10 +30,6 @@ def head_for(
         yield head
     finally:
         head.close()
-
-
-def job_dict(r: JobRecord) -> dict:
-    return asdict(r)
 
 
 def list_runs(head: Head) -> list[JobRecord]:
@@ -77,14 +72,18 @@ def show_logs(head: Head, run_id: str, *, follow: bool, on_text: Callable[[str],
         current[0].close()
 
 
+def list_branches(head: Head) -> list[BranchInfo]:
+    """The run branches on the head; none before the first submit created its repository."""
+    return head.repo.branches() if head.repo.exists() else []
+
+
 def run_branch(head: Head, run_id: str) -> str:
     """The run's branch on the head: from the job's metadata, else by name."""
     with contextlib.suppress(TetherError), head.jobs() as jobs:
         branch = jobs.status(run_id=run_id).metadata.get("branch")
         if branch:
             return validate_branch(branch)
-    known = head.repo.branches() if head.repo.exists() else []
-    matches = [b.name for b in known if b.name.rsplit("/", 1)[-1] == run_id]
+    matches = [b.name for b in list_branches(head) if b.name.rsplit("/", 1)[-1] == run_id]
     if len(matches) != 1:
         raise TetherError(
             f"no run {run_id!r} on {head.remote.name}"

@@ -20,12 +20,12 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ml.atomic import write_bytes_atomic, write_json_atomic
 
-from .branches import BranchError, delete_branch, snapshot, validate_branch
+from .branches import delete_branch, snapshot, validate_branch
 from .config import TetherConfig
 from .demo import new_run_id, repo_root
 from .errors import ConfigError
@@ -180,10 +180,3 @@ def _submit(
     )
     write_json_atomic(local_dir / "run.json", {**record, "job_id": job_id})
     return sub
-
-
-def submission_dict(sub: Submission) -> dict:
-    return asdict(sub)
-
-
-__all__ = ["BranchError", "Submission", "load_checked_spec", "submission_dict", "submit_run"]
