@@ -257,15 +257,22 @@ def run_visualize(ctx: StageContext) -> StageOutcome:
 
 def run_analyze(ctx: StageContext) -> StageOutcome:
     from ml.diagnose import Milestone, Target, diagnose, history_from_results
+    from ml.report import split_targets
     from ml.results import read_training_results
 
     results = read_training_results(ctx.training_results())
     history = history_from_results(results.model_dump(by_alias=True))
+    # The history targets, split as the report does (a test metric such as ``accuracy`` is
+    # the evaluate stage's, not a check on the training curve of the same name).
+    _, history_targets = split_targets(
+        [Target.parse(t) for t in ctx.spec.targets], history_keys=list(history)
+    )
     diag = diagnose(
         history,
-        targets=[t for t in map(Target.parse, ctx.spec.targets) if t.metric in history],
+        targets=history_targets,
         milestones=[Milestone.parse(m) for m in ctx.spec.milestones],
         patience=results.model_config_.get("patience", 5),
+        min_delta=results.model_config_.get("min_delta", 1e-4),
     )
     write_json_atomic(ctx.out_dir / "diagnosis.json", diag.to_dict())
     write_bytes_atomic(ctx.out_dir / "diagnosis.txt", (diag.to_text() + "\n").encode())
