@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ml.data import FrequencyConfig, TrackConfig
-from ml.models import ExtractorConfig, LSTMConfig
-from ml.train import TrainConfig, fit
+from tether.ml.data import FrequencyConfig, TrackConfig
+from tether.ml.models import ExtractorConfig, LSTMConfig
+from tether.ml.train import TrainConfig, fit
 
 NAMES = ("i3d", "slowfast", "magvit", "transformer")
 

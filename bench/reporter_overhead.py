@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster.reporter import JsonlTransport, Reporter
+from tether.cluster.reporter import JsonlTransport, Reporter
 
 REPEATS = 5
 
@@ -95,7 +95,7 @@ def measure_hot_path(make: Callable[..., Reporter], n: int, *, idle_thread: bool
 def throughput(*, tasks: int, events: int, run_dir: Path) -> dict:
     import ray
 
-    from cluster.monitor import start_monitor, stop_monitor
+    from tether.cluster.monitor import start_monitor, stop_monitor
 
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     monitor = start_monitor(run_id=run_id, run_dir=run_dir)
@@ -120,7 +120,7 @@ def throughput(*, tasks: int, events: int, run_dir: Path) -> dict:
 
     @ray.remote(num_cpus=0)
     def push_events(gate, run_id: str, trial: str, n: int) -> dict:
-        from cluster.reporter import get_reporter
+        from tether.cluster.reporter import get_reporter
 
         reporter = get_reporter(run_id=run_id, trial=trial, stage="bench")
         assert reporter.mode == "ray", reporter.mode
@@ -185,8 +185,8 @@ def _measure(args: argparse.Namespace, tmp: Path) -> tuple[list, dict | None]:
 
     import ray
 
-    from cluster.monitor import start_monitor, stop_monitor
-    from cluster.reporter import MonitorTransport
+    from tether.cluster.monitor import start_monitor, stop_monitor
+    from tether.cluster.reporter import MonitorTransport
 
     # Like the project's own local cluster: no token auth. Left unset, a new local ray.init()
     # writes ~/.ray/auth_token, which then turns token auth on for every later `ray start` on

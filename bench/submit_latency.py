@@ -2,7 +2,7 @@
 
 Both are run as the commands a user types (a fresh process each), on the same local Ray
 cluster, interleaved, for the same entrypoint (tether's ``cd <worktree> && python -m
-cluster.entrypoint ...``; the baseline reuses a worktree tether made, with its own run id).
+tether.cluster.entrypoint ...``; the baseline reuses a worktree tether made, with its own run id).
 The clock starts before the process is spawned and stops when the Jobs API first reports the
 job RUNNING (polled every 20 ms from this process). ``tether submit`` also validates the spec,
 snapshots the repo onto a run branch, adds the run's worktree and writes the run record: that
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from client.localcluster import free_port, start_local_cluster, stop_local_cluster
+from tether.client.localcluster import free_port, start_local_cluster, stop_local_cluster
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "COLUMNS": "200"}

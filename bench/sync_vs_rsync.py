@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from sshdserver import find_sshd, start_sshd, stop_sshd  # noqa: E402
 
-from client.config import SyncRules  # noqa: E402
-from client.remote import SSHRemote  # noqa: E402
-from client.sync import pull  # noqa: E402
+from tether.client.config import SyncRules  # noqa: E402
+from tether.client.remote import SSHRemote  # noqa: E402
+from tether.client.sync import pull  # noqa: E402
 
 
 def make_tree(root: Path, *, files: int, size: int, seed: int) -> list[Path]:

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from ml.data import TrackConfig, make_track_clip
-from ml.models import ExtractorConfig, HeadConfig, build_video_classifier, count_parameters
-from ml.train import resolve_device
+from tether.ml.data import TrackConfig, make_track_clip
+from tether.ml.models import ExtractorConfig, HeadConfig, build_video_classifier, count_parameters
+from tether.ml.train import resolve_device
 
 NAMES = ("i3d", "slowfast", "magvit", "transformer")
 

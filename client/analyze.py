@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ml.atomic import write_json_atomic
-from ml.diagnose import Target, diagnose, history_from_results, read_milestones
+from tether.ml.atomic import write_json_atomic
+from tether.ml.diagnose import Target, diagnose, history_from_results, read_milestones
 
 from .errors import TetherError
 
@@ -34,7 +34,7 @@ def run_analyze(
     llm_model: str | None,
     echo: Echo,
 ) -> int:
-    from ml.report import analyze_csv, analyze_results
+    from tether.ml.report import analyze_csv, analyze_results
 
     if results is None and not csv:
         raise TetherError(

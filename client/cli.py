@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ml.errors import MLError
+from tether.ml.errors import MLError
 
 from . import __version__
 from .errors import TetherError

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ml.tomlfile import load_model
+from tether.ml.tomlfile import load_model
 
 from .errors import ConfigError
 

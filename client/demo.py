@@ -85,7 +85,8 @@ def run_demo(
     try:
         client = JobSubmissionClient(url)
         entrypoint = (
-            f"cd {shlex.quote(str(root))} && {shlex.quote(sys.executable)} -m cluster.entrypoint "
+            f"cd {shlex.quote(str(root))} && {shlex.quote(sys.executable)} "
+            "-m tether.cluster.entrypoint "
             f"--run-id {run_id} --run-dir {shlex.quote(str(run_dir))}"
         )
         if quick:  # seconds, not minutes: tiny models, one epoch, a few clips

@@ -7,7 +7,7 @@
 4. Push the branch to the head repository, add the run's worktree there, write the spec
    into it (``.tether/spec.toml``) and the secrets the run needs to a mode-600 file.
 5. Submit an ordinary Ray job whose entrypoint is ``cd <worktree> && python -m
-   cluster.entrypoint ...``, with metadata: run id, branch, commit, spec name, dirty flag.
+   tether.cluster.entrypoint ...``, with metadata: run id, branch, commit, spec name, dirty flag.
 
 Secrets (``ANTHROPIC_API_KEY`` when set in the laptop's environment) only travel inside that
 file: never in runtime_env, metadata, the entrypoint string, logs, events or commits.
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml.atomic import write_bytes_atomic, write_json_atomic
+from tether.ml.atomic import write_bytes_atomic, write_json_atomic
 
 from .branches import delete_branch, snapshot, validate_branch
 from .config import TetherConfig
@@ -52,7 +52,7 @@ class Submission:
 
 def load_checked_spec(path: Path):
     """The spec, or ConfigError with the file:line message (cluster.spec is torch-free)."""
-    from cluster.spec import SpecError, load_spec
+    from tether.cluster.spec import SpecError, load_spec
 
     try:
         return load_spec(path)
@@ -141,7 +141,7 @@ def _submit(
     head.write_file(path=f"{worktree}/{SPEC_IN_WORKTREE}", data=Path(spec_path).read_bytes())
     secrets = {k: os.environ[k] for k in secret_names if os.environ.get(k)}
     args = [
-        "-m", "cluster.entrypoint", "--run-id", run_id, "--spec", SPEC_IN_WORKTREE,
+        "-m", "tether.cluster.entrypoint", "--run-id", run_id, "--spec", SPEC_IN_WORKTREE,
         "--run-dir", run_rel,
         "--heartbeat-s", f"{config.heartbeat.interval_s:g}",
         "--stall-timeout-s", f"{config.heartbeat.stall_timeout_s:g}",

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from ml.atomic import write_bytes_atomic
+from tether.ml.atomic import write_bytes_atomic
 
 from . import sync_agent
 from .config import SyncRules

@@ -241,7 +241,7 @@ class UriCheckpointStore:
 
 
 def _write_local(dest: Path, data: bytes) -> None:
-    from ml.atomic import write_bytes_atomic
+    from tether.ml.atomic import write_bytes_atomic
 
     write_bytes_atomic(dest, data)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import ray
 
-from ml.atomic import write_json_atomic
-from ml.results import TrainingResults
-from ml.train import Callback, TrainConfig, fit
+from tether.ml.atomic import write_json_atomic
+from tether.ml.results import TrainingResults
+from tether.ml.train import Callback, TrainConfig, fit
 
 
 class _PrintProgress(Callback):

@@ -1,6 +1,6 @@
 """Job entrypoint, submitted as an ordinary Ray job; connects to the cluster it runs in.
 
-``python -m cluster.entrypoint --run-id ID --spec SPEC [--resume] [--no-commit] [...]`` runs
+``python -m tether.cluster.entrypoint --run-id ID --spec SPEC [--resume] [--no-commit] [...]`` runs
 an experiment spec's stages (``cluster.pipeline``) in the run's worktree (the working
 directory), with results in ``results/<run-id>/`` there, committed stage by stage on the run
 branch. Exit status: 0 succeeded, 1 a stage failed, 2 the spec or the worktree is wrong.
@@ -18,15 +18,15 @@ from pathlib import Path
 
 import ray
 
-from ml.data import TrackConfig
-from ml.models import EXTRACTOR_NAMES, ExtractorConfig
-from ml.train import TrainConfig
+from tether.ml.data import TrackConfig
+from tether.ml.models import EXTRACTOR_NAMES, ExtractorConfig
+from tether.ml.train import TrainConfig
 
 from .compare import compare_extractors
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.entrypoint")
+    parser = argparse.ArgumentParser(prog="python -m tether.cluster.entrypoint")
     parser.add_argument("--run-id", required=True)
     parser.add_argument(
         "--run-dir", type=Path, help="lightweight results (default: results/<run-id>)"

@@ -42,8 +42,8 @@ from typing import Any
 
 import ray
 
-from ml.atomic import write_bytes_atomic
-from ml.diagnose import DiagnosisError, Milestone, Target, live_alerts
+from tether.ml.atomic import write_bytes_atomic
+from tether.ml.diagnose import DiagnosisError, Milestone, Target, live_alerts
 
 from .errors import ClusterRuntimeError
 from .events import (

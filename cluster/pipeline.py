@@ -37,7 +37,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel, Field
 
-from ml.atomic import write_json_atomic
+from tether.ml.atomic import write_json_atomic
 
 from .artifacts import file_digest, get_sink, release_sinks, ship_artifacts
 from .errors import ClusterRuntimeError

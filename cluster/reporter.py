@@ -1,6 +1,6 @@
 """The reporter: what every task, and the user's own training code, calls to say what it does.
 
-    from cluster.reporter import get_reporter
+    from tether.cluster.reporter import get_reporter
 
     with get_reporter() as r:                     # run/trial/stage from TETHER_* env vars
         for step in range(n):

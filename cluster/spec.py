@@ -38,9 +38,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ml.diagnose import DiagnosisError, Milestone, Target
-from ml.tomlfile import load_model, parse_model
-from ml.train_config import TrainConfig
+from tether.ml.diagnose import DiagnosisError, Milestone, Target
+from tether.ml.tomlfile import load_model, parse_model
+from tether.ml.train_config import TrainConfig
 
 from .errors import ClusterRuntimeError
 

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ml.atomic import write_bytes_atomic, write_json_atomic
+from tether.ml.atomic import write_bytes_atomic, write_json_atomic
 
 from .errors import ClusterRuntimeError
 from .reporter import Reporter, run_command_stage
@@ -169,7 +169,7 @@ def run_test(ctx: StageContext) -> StageOutcome:
 
 
 def run_train(ctx: StageContext) -> StageOutcome:
-    from ml.train import TrainConfig
+    from tether.ml.train import TrainConfig
 
     from .artifacts import checkpoint_store
     from .train_stage import train_with_store
@@ -200,9 +200,9 @@ def run_train(ctx: StageContext) -> StageOutcome:
 
 
 def run_evaluate(ctx: StageContext) -> StageOutcome:
-    from ml.diagnose import Target
-    from ml.report import check_classification
-    from ml.results import ClassificationResults, read_training_results
+    from tether.ml.diagnose import Target
+    from tether.ml.report import check_classification
+    from tether.ml.results import ClassificationResults, read_training_results
 
     results = read_training_results(ctx.training_results())
     test = results.test_results
@@ -229,8 +229,8 @@ def run_evaluate(ctx: StageContext) -> StageOutcome:
 
 
 def run_visualize(ctx: StageContext) -> StageOutcome:
-    from ml import plots
-    from ml.results import ClassificationResults, read_training_results
+    from tether.ml import plots
+    from tether.ml.results import ClassificationResults, read_training_results
 
     results = read_training_results(ctx.training_results())
     made = [
@@ -256,9 +256,9 @@ def run_visualize(ctx: StageContext) -> StageOutcome:
 
 
 def run_analyze(ctx: StageContext) -> StageOutcome:
-    from ml.diagnose import Milestone, Target, diagnose, history_from_results
-    from ml.report import split_targets
-    from ml.results import read_training_results
+    from tether.ml.diagnose import Milestone, Target, diagnose, history_from_results
+    from tether.ml.report import split_targets
+    from tether.ml.results import read_training_results
 
     results = read_training_results(ctx.training_results())
     history = history_from_results(results.model_dump(by_alias=True))
@@ -286,8 +286,8 @@ def run_analyze(ctx: StageContext) -> StageOutcome:
 
 
 def run_report(ctx: StageContext) -> StageOutcome:
-    from ml.diagnose import Milestone, Target
-    from ml.report import analyze_results
+    from tether.ml.diagnose import Milestone, Target
+    from tether.ml.report import analyze_results
 
     analysis = analyze_results(
         results_path=ctx.training_results(),

@@ -1,4 +1,4 @@
-"""Print a run's events as JSON lines as they arrive: ``python -m cluster.stream RUN_ID``.
+"""Print a run's events as JSON lines as they arrive: ``python -m tether.cluster.stream RUN_ID``.
 
 Runs on the head node (``tether watch`` reads its stdout over SSH). Prints every event with
 ``seq > --since`` once, in seq order, one JSON object per line, flushed; exits 0 when the
@@ -94,7 +94,7 @@ def stream_events(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cluster.stream", description="Print a run's events as JSON lines."
+        prog="python -m tether.cluster.stream", description="Print a run's events as JSON lines."
     )
     parser.add_argument("run_id")
     parser.add_argument("--since", type=int, default=0, help="print events after this seq")

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ml.train import CHECKPOINT_NAME, Callback, TrainConfig, fit
+from tether.ml.train import CHECKPOINT_NAME, Callback, TrainConfig, fit
 
 from .reporter import Reporter
 

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 from sshdserver import SSHD, find_sshd, start_sshd, stop_sshd
 
-from client.localcluster import LocalCluster, free_port, start_local_cluster, stop_local_cluster
+from tether.client.localcluster import (
+    LocalCluster,
+    free_port,
+    start_local_cluster,
+    stop_local_cluster,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_SSHD = os.environ.get("TETHER_REQUIRE_SSHD") == "1"
@@ -200,7 +205,7 @@ def write_local_profile(repo: Path, cluster: LocalCluster) -> None:
 @pytest.fixture(params=["ssh", "local"])
 def remote(request: pytest.FixtureRequest):
     """Each test twice: over the real sshd, and with the local remote."""
-    from client.remote import LocalRemote, SSHRemote
+    from tether.client.remote import LocalRemote, SSHRemote
 
     if request.param == "local":
         r = LocalRemote()
@@ -216,7 +221,7 @@ def remote(request: pytest.FixtureRequest):
 @pytest.fixture
 def ssh_remote(sshd):
     """An SSHRemote to the sshd fixture."""
-    from client.remote import SSHRemote
+    from tether.client.remote import SSHRemote
 
     r = SSHRemote(host=sshd.host_alias, ssh_config=sshd.ssh_config)
     try:

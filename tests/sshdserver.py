@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.localcluster import free_port
+from tether.client.localcluster import free_port
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from cluster.artifacts import (
+from tether.cluster.artifacts import (
     ArtifactError,
     HeadCheckpointStore,
     UriCheckpointStore,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import git
 
-from client.branches import (
+from tether.client.branches import (
     BranchError,
     BranchExistsError,
     BranchInfo,
@@ -26,8 +26,8 @@ from client.branches import (
     ssh_git_env,
     validate_branch,
 )
-from client.errors import HostKeyError, TetherError
-from client.remote import LocalRemote, SSHRemote
+from tether.client.errors import HostKeyError, TetherError
+from tether.client.remote import LocalRemote, SSHRemote
 
 BAD_NAMES = [
     "run;rm -rf ~",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from client import __version__
+from tether.client import __version__
 
 TETHER = str(Path(sys.executable).with_name("tether"))
 

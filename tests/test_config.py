@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from client.config import (
+from tether.client.config import (
     DEFAULT_EXCLUDE,
     LocalProfile,
     SSHProfile,
@@ -14,7 +14,7 @@ from client.config import (
     find_config,
     load_config,
 )
-from client.errors import ConfigError
+from tether.client.errors import ConfigError
 
 
 def test_no_file_means_the_local_profile_and_default_rules(tmp_path):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ml.data import (
+from tether.ml.data import (
     TRACK_CLASSES,
     FrequencyConfig,
     FrequencyDataset,
@@ -17,7 +17,7 @@ from ml.data import (
     make_frequency_sample,
     make_track_clip,
 )
-from ml.errors import MLError
+from tether.ml.errors import MLError
 
 
 def test_track_clips_are_deterministic_and_differ_across_splits_and_seeds():

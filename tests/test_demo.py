@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ml.results import read_training_results
+from tether.ml.results import read_training_results
 
 TETHER = str(Path(sys.executable).with_name("tether"))
 

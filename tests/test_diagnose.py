@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ml.diagnose import (
+from tether.ml.diagnose import (
     DiagnosisError,
     Fit,
     Flag,

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from client.cli import main
-from client.localcluster import free_port
+from tether.client.cli import main
+from tether.client.localcluster import free_port
 
 
 @pytest.fixture(autouse=True)

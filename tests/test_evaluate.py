@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ml.errors import MLError
-from ml.evaluate import (
+from tether.ml.errors import MLError
+from tether.ml.evaluate import (
     classification_metrics,
     confusion_matrix,
     early_decision_metrics,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import git
 
-from cluster.gitstage import StageCommitError, StageCommitter, stage_message
+from tether.cluster.gitstage import StageCommitError, StageCommitter, stage_message
 
 
 @pytest.fixture

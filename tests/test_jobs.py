@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import ClusterError, TetherError
-from client.jobs import JobRecord, JobsClient
-from client.localcluster import LocalCluster, free_port, stop_local_cluster
+from tether.client.errors import ClusterError, TetherError
+from tether.client.jobs import JobRecord, JobsClient
+from tether.client.localcluster import LocalCluster, free_port, stop_local_cluster
 
 # Ray's own websocket call in JobSubmissionClient.tail_job_logs, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")

@@ -12,30 +12,32 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
-    "ml": {"ray", "fabric", "textual", "paramiko", "invoke", "client", "cluster"},
+    "ml": {"ray", "fabric", "textual", "paramiko", "invoke", "tether.client", "tether.cluster"},
     # client/ may use ml's torch-free analysis modules, never torch or the modules that load it
     "client": {
         "torch",
-        "ml.train",
-        "ml.models",
-        "ml.evaluate",
-        "ml.data",
+        "tether.ml.train",
+        "tether.ml.models",
+        "tether.ml.evaluate",
+        "tether.ml.data",
     },
-    "cluster": {"client", "textual", "fabric"},
+    "cluster": {"tether.client", "textual", "fabric"},
 }
 # The one piece of cluster/ the laptop uses: the spec schema, validated before a submit.
-CLIENT_MAY_USE = {"cluster", "cluster.spec", "cluster.errors"}
+CLIENT_MAY_USE = {"tether.cluster", "tether.cluster.spec", "tether.cluster.errors"}
 # Modules the laptop CLI imports: they must not import torch at module level.
-TORCH_FREE = ("ml.diagnose", "ml.report", "ml.plots", "ml.metrics", "ml.metrics_csv",
-              "ml.llm", "ml.results", "ml.atomic", "ml.errors", "ml.tomlfile",
-              "ml.train_config", "ml.workloads", "ml.models.config", "cluster.spec")  # fmt: skip
+TORCH_FREE = tuple(f"tether.{m}" for m in (
+    "ml.diagnose", "ml.report", "ml.plots", "ml.metrics", "ml.metrics_csv", "ml.llm",
+    "ml.results", "ml.atomic", "ml.errors", "ml.tomlfile", "ml.train_config", "ml.workloads",
+    "ml.models.config", "cluster.spec"))  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:
     """Top-level package names and full dotted names imported by ``path`` (module level and
     inside functions), relative imports resolved against the package."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    # client/x.py is tether.client.x: the folders are the tether namespace's subpackages
+    package = ".".join(("tether", *path.relative_to(ROOT).with_suffix("").parts[:-1]))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -67,7 +69,8 @@ def test_package_imports_respect_the_layers(package):
             wrong |= {
                 n
                 for n in names
-                if n.split(".")[0] == "cluster" and ".".join(n.split(".")[:2]) not in CLIENT_MAY_USE
+                if n.startswith("tether.cluster")
+                and ".".join(n.split(".")[:3]) not in CLIENT_MAY_USE
             }
         if wrong:
             bad[str(f.relative_to(ROOT))] = sorted(wrong)
@@ -77,18 +80,21 @@ def test_package_imports_respect_the_layers(package):
 def test_the_checker_sees_a_violation(tmp_path):
     pkg = ROOT / "client"
     f = pkg / "_layer_probe_tmp.py"
-    f.write_text("import ray.util\nfrom torch import nn\nfrom ml.models import x\n")
+    f.write_text(
+        "import ray.util\nfrom torch import nn\nfrom tether.ml.models import x\n"
+        "from ..cluster import pipeline\n"
+    )
     try:
         found = _imports(f)
     finally:
         f.unlink()
-    assert {"ray", "torch", "ml.models", "ml"} <= found
+    assert {"ray", "torch", "tether.ml.models", "tether.ml", "tether.cluster.pipeline"} <= found
 
 
 def test_the_laptop_cli_and_analysis_never_load_torch():
     code = (
         "import sys, importlib\n"
-        f"for m in ('client.cli', 'client.analyze', *{TORCH_FREE!r}):\n"
+        f"for m in ('tether.client.cli', 'tether.client.analyze', *{TORCH_FREE!r}):\n"
         "    importlib.import_module(m)\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))\n"
         "assert not bad, bad[:5]\n"

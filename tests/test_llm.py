@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fakellm import FAKE_MODEL, FakeAnthropic, Reply, error_reply, message_reply
 
-from ml.llm import (
+from tether.ml.llm import (
     ANALYSIS_NAME,
     DEFAULT_MODEL,
     REDACTED,
@@ -437,7 +437,7 @@ def test_other_http_errors_name_status_and_next_step(fake_api, tmp_path, status,
 
 
 def test_unreachable_api_fails_with_a_connection_message(fake_api, tmp_path):
-    from client.localcluster import free_port
+    from tether.client.localcluster import free_port
 
     closed = f"http://127.0.0.1:{free_port()}"
     c = _call(fake_api, tmp_path, base_url=closed)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ml.errors import MLError
-from ml.metrics_csv import (
+from tether.ml.errors import MLError
+from tether.ml.metrics_csv import (
     MetricsCSVError,
     MetricsTable,
     classify_lr_schedule,

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from ml.errors import MLError
-from ml.models import (
+from tether.ml.errors import MLError
+from tether.ml.models import (
     EXTRACTOR_NAMES,
     EXTRACTORS,
     SIZE_NAMES,

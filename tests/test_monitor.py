@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from cluster.events import EventError, Health, Kind, make_event, validate_event
-from cluster.monitor import (
+from tether.cluster.events import EventError, Health, Kind, make_event, validate_event
+from tether.cluster.monitor import (
     HEAD_NODE_RESOURCE,
     EventLogCorruptError,
     MonitorCore,
@@ -28,7 +28,7 @@ from cluster.monitor import (
     start_monitor,
     stop_monitor,
 )
-from cluster.stream import stream_events
+from tether.cluster.stream import stream_events
 
 ROOT = Path(__file__).resolve().parents[1]
 T = 60.0  # seconds any single Ray call may take here
@@ -387,7 +387,7 @@ def test_stream_prints_every_event_once_in_order_across_a_restart_then_ends(moni
     with pytest.raises(MonitorNotFoundError):
         stream_events(run_id=f"missing-{run}", since=0, out=io.StringIO())
     res = subprocess.run(
-        [sys.executable, "-m", "cluster.stream", f"missing-{run}", "--address", ray_driver.gcs_address],
+        [sys.executable, "-m", "tether.cluster.stream", f"missing-{run}", "--address", ray_driver.gcs_address],
         cwd=ROOT, capture_output=True, text=True, timeout=T,
     )  # fmt: skip
     assert res.returncode == 2, res.stderr

@@ -17,9 +17,9 @@ import pytest
 import ray
 from conftest import git
 
-from cluster.monitor import stop_monitor
-from cluster.pipeline import PipelineError, read_state, run_pipeline
-from cluster.spec import parse_spec
+from tether.cluster.monitor import stop_monitor
+from tether.cluster.pipeline import PipelineError, read_state, run_pipeline
+from tether.cluster.spec import parse_spec
 
 # Each test's user code lives in a module of its own name: Ray workers are shared by tests.
 USER_CODE = """
@@ -354,7 +354,7 @@ def test_the_entrypoint_runs_a_spec_as_an_ordinary_ray_job(ray_cluster, run):
     )
     cmd = (
         f"cd {shlex.quote(str(run.worktree))} && {shlex.quote(sys.executable)} -m "
-        f"cluster.entrypoint --run-id {run.run_id} --spec exp.toml --heartbeat-s 1"
+        f"tether.cluster.entrypoint --run-id {run.run_id} --spec exp.toml --heartbeat-s 1"
     )
     status, logs = _job(ray_cluster, cmd)
     assert status == "succeeded", logs[-3000:]

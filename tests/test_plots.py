@@ -13,8 +13,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from ml import plots
-from ml.errors import MLError
+from tether.ml import plots
+from tether.ml.errors import MLError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

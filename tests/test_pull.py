@@ -12,9 +12,9 @@ import pytest
 from conftest import git, write_local_profile
 from ray.job_submission import JobSubmissionClient
 
-from client.cli import main as tether
-from client.errors import TetherError
-from client.pullcmd import next_delay, pull_every
+from tether.client.cli import main as tether
+from tether.client.errors import TetherError
+from tether.client.pullcmd import next_delay, pull_every
 
 
 def test_the_timer_jitters_backs_off_after_failures_and_ends_after_the_final_pull():

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from sshdserver import client_port, kill_connection
 
-from client.errors import CommandFailed, ConnectionLost, HostKeyError, RemoteError
-from client.localcluster import free_port
-from client.remote import LocalRemote, SSHRemote
+from tether.client.errors import CommandFailed, ConnectionLost, HostKeyError, RemoteError
+from tether.client.localcluster import free_port
+from tether.client.remote import LocalRemote, SSHRemote
 
 
 def _pids(pattern: str) -> list[int]:

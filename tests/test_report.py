@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import main
-from ml.data import TrackConfig
-from ml.models import ExtractorConfig
-from ml.report import analyze_results
-from ml.train import TrainConfig, fit
+from tether.client.cli import main
+from tether.ml.data import TrackConfig
+from tether.ml.models import ExtractorConfig
+from tether.ml.report import analyze_results
+from tether.ml.train import TrainConfig, fit
 
 DATA = Path(__file__).parent / "data"
 MATRIX = [[40, 10], [5, 45]]  # accuracy 0.85; macro P 0.8535, R 0.85, F1 0.8496

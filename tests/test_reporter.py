@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.reporter import (
+from tether.cluster.reporter import (
     MONITOR_NAMESPACE,
     JsonlTransport,
     MonitorTransport,
@@ -56,7 +56,7 @@ def _run_id() -> str:
 @pytest.fixture
 def run_monitor(ray_driver, tmp_path):
     """Starts the real run monitor (cluster/monitor.py) for a run; stops it afterwards."""
-    from cluster.monitor import start_monitor, stop_monitor
+    from tether.cluster.monitor import start_monitor, stop_monitor
 
     started = []
 
@@ -212,7 +212,7 @@ def test_get_reporter_without_a_monitor_falls_back_to_a_file(ray_driver, tmp_pat
 
 _LOCAL_SCRIPT = """
 import json, sys
-from cluster.reporter import get_reporter
+from tether.cluster.reporter import get_reporter
 ray_imported = "ray" in sys.modules
 r = get_reporter(events_path=sys.argv[1])
 assert r.mode == "file", r.mode
@@ -289,7 +289,7 @@ def test_local_file_continues_after_its_last_complete_write(tmp_path, existing, 
 
 
 def test_local_events_file_is_one_the_run_monitor_can_rebuild_from(tmp_path):
-    from cluster.monitor import MonitorCore
+    from tether.cluster.monitor import MonitorCore
 
     with Reporter(transport=JsonlTransport(path=tmp_path / "events.jsonl"), run_id="r1") as rep:
         rep.stage("train", "started")
@@ -379,7 +379,7 @@ def test_reporter_validates_its_settings(tmp_path):
 
 
 def test_module_level_functions_use_the_default_reporter(tmp_path):
-    import cluster.reporter as rep
+    import tether.cluster.reporter as rep
 
     mine = Reporter(transport=JsonlTransport(path=tmp_path / "e.jsonl"), run_id="r", stage="s")
     previous = set_default_reporter(mine)
@@ -560,7 +560,7 @@ class _FakeNvml:
     ("visible", "indices"), [(None, [0, 1]), ("1", [1]), ("GPU-bbb,GPU-aaa", [1, 0]), ("", [])]
 )
 def test_gpu_probe_reads_the_visible_gpus_through_nvml(monkeypatch, visible, indices):
-    from cluster.reporter import _GpuProbe
+    from tether.cluster.reporter import _GpuProbe
 
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
     if visible is None:
@@ -581,7 +581,7 @@ def test_gpu_probe_reads_the_visible_gpus_through_nvml(monkeypatch, visible, ind
 
 
 def test_gpu_probe_without_nvml_or_cuda_says_none(monkeypatch):
-    from cluster.reporter import _GpuProbe
+    from tether.cluster.reporter import _GpuProbe
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
     assert _GpuProbe()() is None

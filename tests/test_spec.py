@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.spec import ExperimentSpec, SpecError, check_branch_name, load_spec, parse_spec
+from tether.cluster.spec import ExperimentSpec, SpecError, check_branch_name, load_spec, parse_spec
 
 GOOD = """
 name = "extractors"

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from client.errors import CommandFailed, HostKeyError, RemoteError
-from client.localcluster import free_port
-from client.remote import LocalRemote, SSHRemote
+from tether.client.errors import CommandFailed, HostKeyError, RemoteError
+from tether.client.localcluster import free_port
+from tether.client.remote import LocalRemote, SSHRemote
 
 
 def test_runs_a_command_on_the_head_with_a_verified_host_key(sshd):

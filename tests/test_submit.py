@@ -19,7 +19,7 @@ import pytest
 from conftest import git, write_local_profile
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from client.cli import main as tether
+from tether.client.cli import main as tether
 
 PLANTED = "sk-ant-PLANTED-" + uuid.uuid4().hex  # a secret that must never leak
 
@@ -224,9 +224,9 @@ def test_an_unknown_host_key_is_refused_and_trust_new_host_records_it(
 def test_logs_follow_survives_a_killed_ssh_connection_without_losing_or_repeating_lines(
     laptop, sshd, ray_cluster
 ):
-    from client.config import load_config
-    from client.jobs import JobsClient
-    from client.runcmds import head_for, show_logs
+    from tether.client.config import load_config
+    from tether.client.jobs import JobsClient
+    from tether.client.runcmds import head_for, show_logs
 
     run_id = f"logs-{uuid.uuid4().hex[:8]}"
     code = "import time\nfor i in range(60):\n    print(f'line {i:03d}', flush=True)\n    time.sleep(0.2)\n"

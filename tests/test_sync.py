@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 from sshdserver import client_port, kill_connection
 
-from client.config import SyncRules
-from client.errors import CommandFailed, ConnectionLost, RemoteError, SyncError
-from client.remote import LocalRemote
-from client.sync import LOCK_NAME, MARKER_NAME, PART_SUFFIX, STATE_NAME, PullResult, pull
+from tether.client.config import SyncRules
+from tether.client.errors import CommandFailed, ConnectionLost, RemoteError, SyncError
+from tether.client.remote import LocalRemote
+from tether.client.sync import LOCK_NAME, MARKER_NAME, PART_SUFFIX, STATE_NAME, PullResult, pull
 
 PY = sys.executable
 RULES = SyncRules(max_file_mb=1)  # _results_tree's huge.log is over it
@@ -276,9 +276,9 @@ def test_a_connection_cut_mid_file_leaves_no_partial_file_and_the_next_pull_comp
 _KILLED_PULL = """
 import os, signal, sys
 from pathlib import Path
-from client.config import SyncRules
-from client.remote import LocalRemote
-from client.sync import pull
+from tether.client.config import SyncRules
+from tether.client.remote import LocalRemote
+from tether.client.sync import pull
 
 def die(path, done, total):
     if path == "big.txt" and done >= 3 * 1024 * 1024:

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ml.data import FrequencyConfig, TrackConfig
-from ml.errors import MLError
-from ml.models import ExtractorConfig, LSTMConfig
-from ml.results import ResultsError, read_training_results
-from ml.train import (
+from tether.ml.data import FrequencyConfig, TrackConfig
+from tether.ml.errors import MLError
+from tether.ml.models import ExtractorConfig, LSTMConfig
+from tether.ml.results import ResultsError, read_training_results
+from tether.ml.train import (
     BEST_MODEL_NAME,
     CHECKPOINT_NAME,
     Callback,

@@ -13,13 +13,13 @@ from pathlib import Path
 import ray
 import torch
 
-from cluster.artifacts import HeadCheckpointStore
-from cluster.monitor import start_monitor, stop_monitor
-from cluster.reporter import get_reporter
-from cluster.train_stage import train_with_store
-from ml.data import TrackConfig
-from ml.models import ExtractorConfig
-from ml.train import Callback, TrainConfig
+from tether.cluster.artifacts import HeadCheckpointStore
+from tether.cluster.monitor import start_monitor, stop_monitor
+from tether.cluster.reporter import get_reporter
+from tether.cluster.train_stage import train_with_store
+from tether.ml.data import TrackConfig
+from tether.ml.models import ExtractorConfig
+from tether.ml.train import Callback, TrainConfig
 
 # Workers cannot import this test module: ship its classes and constants by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
