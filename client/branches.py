@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from .errors import HostKeyError, TetherError
+from .localstate import STATE_DIR
 from .remote import Remote
 
 # Same rule as cluster.spec.check_branch_name (client/ may not import cluster/), plus
@@ -250,6 +251,9 @@ def snapshot(*, repo: Path, branch: str, include_untracked: bool = False, messag
         _git(
             "add",
             "-A" if include_untracked else "-u",
+            "--",
+            ".",
+            f":(exclude){STATE_DIR}",  # tether's own state, even where it was once tracked
             repo=top,
             env=env,
             what="staging the snapshot",

@@ -25,6 +25,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from .config import LocalProfile, TetherConfig
 from .errors import ClusterError, ConfigError
 from .localcluster import LocalCluster, ray_version_at, start_local_cluster, stop_local_cluster
+from .localstate import run_results_dir
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def run_demo(
     assert isinstance(profile, LocalProfile)
     root = repo_root(cwd)
     run_id = new_run_id("demo")
-    run_dir = root / config.results_dir / run_id
+    run_dir = run_results_dir(repo=root, results_dir=config.results_dir, run_id=run_id)
 
     url = f"http://127.0.0.1:{profile.dashboard_port}"
     started: LocalCluster | None = None

@@ -21,6 +21,7 @@ import ray
 from .config import LocalProfile, SSHProfile, TetherConfig, load_config
 from .errors import TetherError
 from .localcluster import ray_version_at
+from .localstate import tracked_state
 from .remote import SSHRemote
 
 MIN_PYTHON = (3, 10)
@@ -85,6 +86,31 @@ def check_git(*, cwd: Path) -> list[Check]:
             )
         )
     return checks
+
+
+def check_tracked_state(*, cwd: Path, results_dir: str) -> Check:
+    """tether's own folders (``.tether/``, ``results/<run-id>/``) must not be tracked: a
+    committed run worktree is an embedded repository, committed results bloat every clone."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                         cwd=cwd)  # fmt: skip
+    if top.returncode != 0:
+        return Check("tether state untracked", Status.WARN, "not in a git repository")
+    root = Path(top.stdout.strip())
+    tracked = tracked_state(repo=root, results_dir=results_dir)
+    if not tracked:
+        return Check(
+            "tether state untracked", Status.PASS, f".tether/ and {results_dir}/<run-id>/ ignored"
+        )
+    folders = sorted({"/".join(p.split("/")[:2]) for p in tracked})
+    shown = ", ".join(folders[:3]) + (f" and {len(folders) - 3} more" if len(folders) > 3 else "")
+    quoted = " ".join(shlex.quote(f) for f in folders)
+    return Check(
+        "tether state untracked",
+        Status.FAIL,
+        f"git tracks {len(tracked)} files of tether's local state: {shown}",
+        f"untrack them (the files stay on disk): git rm -r -q --cached -- {quoted} && "
+        "git commit -m 'untrack tether state'",
+    )
 
 
 def check_local_cluster(profile: LocalProfile) -> Check:
@@ -215,6 +241,7 @@ def run_checks(
         checks.append(Check("config", Status.FAIL, exc.message, exc.hint or "fix tether.toml"))
         config = None
     if config is not None:
+        checks.append(check_tracked_state(cwd=cwd, results_dir=config.results_dir))
         checks.extend(_profile_checks(config, profile, trust_new_host=trust_new_host))
     checks.append(
         check_binary(

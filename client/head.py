@@ -19,6 +19,7 @@ from .branches import HeadRepo
 from .config import LocalProfile, SSHProfile, TetherConfig
 from .errors import ClusterError
 from .jobs import JobsClient
+from .localstate import state_dir
 from .remote import LocalRemote, Remote, SSHRemote
 
 LOCAL_RUNS = ".tether/runs"
@@ -93,6 +94,7 @@ def open_head(
     RemoteError (unreachable) before anything is changed."""
     name, profile = config.profile(profile_name)
     if isinstance(profile, LocalProfile):
+        state_dir(laptop_repo)  # .tether/ (run worktrees, secrets) is git-ignored from the start
         remote: Remote = LocalRemote()
         repo = HeadRepo.for_remote(
             remote=remote, repo_path=str(laptop_repo), ssh_alias=None, ssh_config=None

@@ -4,7 +4,7 @@ results from the head into ``results/<run-id>/``, once or on a timer.
 The work is ``client.sync.pull`` (stdlib on both sides, one manifest command and one framed
 stream per pull, atomic verified writes, a lock per run folder). This module finds the run's
 folder on the head, runs pulls on a timer (with jitter, backing off after failures), and
-records each pull as a ``sync`` event line in ``results/<run-id>.sync.jsonl``.
+records each pull as a ``sync`` event line in ``results/<run-id>/.tether-sync.jsonl``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 from .config import TetherConfig
 from .errors import TetherError
 from .head import Head
-from .sync import PullResult, pull
+from .localstate import own_folder
+from .sync import SYNC_LOG_NAME, PullResult, pull
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -31,7 +32,7 @@ class PullPlan:
     run_id: str
     remote_root: str  # the run's results folder on the head
     dest: Path  # results/<run-id>/ on the laptop
-    events: Path  # results/<run-id>.sync.jsonl
+    events: Path  # results/<run-id>/.tether-sync.jsonl
 
 
 def check_run_id(run_id: str) -> str:
@@ -46,12 +47,14 @@ def check_run_id(run_id: str) -> str:
 def plan_pull(*, head: Head, config: TetherConfig, run_id: str) -> PullPlan:
     check_run_id(run_id)
     results = config.results_dir.strip("/") or "results"
-    local_root = head.laptop_repo / results
+    # The sync log lives inside the run's folder, so nothing of tether's lands beside the
+    # user's own files in results/ (pull_once creates that folder git-ignored).
+    dest = head.laptop_repo / results / run_id
     return PullPlan(
         run_id=run_id,
         remote_root=f"{head.worktree(run_id)}/{results}/{run_id}",
-        dest=local_root / run_id,
-        events=local_root / f"{run_id}.sync.jsonl",
+        dest=dest,
+        events=dest / SYNC_LOG_NAME,
     )
 
 
@@ -65,6 +68,7 @@ def pull_once(
 ) -> PullResult:
     """One pull; its summary is appended to the plan's sync event log either way."""
     started = time.time()
+    own_folder(plan.dest)  # git-ignored before the first file lands in it
     try:
         result = pull(
             remote=head.remote,
@@ -114,7 +118,7 @@ def summary_line(result: PullResult) -> str:
 
 
 def _event(plan: PullPlan, fields: dict) -> None:
-    plan.events.parent.mkdir(parents=True, exist_ok=True)
+    own_folder(plan.events.parent)
     line = json.dumps({"kind": "sync", "run": plan.run_id, **fields}, default=str)
     with open(plan.events, "a", encoding="utf-8") as f:
         f.write(line + "\n")

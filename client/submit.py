@@ -30,6 +30,7 @@ from .config import TetherConfig
 from .demo import new_run_id, repo_root
 from .errors import ConfigError
 from .head import Head, open_head
+from .localstate import run_results_dir
 
 SECRET_NAMES = ("ANTHROPIC_API_KEY",)
 SPEC_IN_WORKTREE = ".tether/spec.toml"
@@ -132,7 +133,7 @@ def _submit(
     }
     run_rel = f"{config.results_dir}/{run_id}"
     # The run record and the uncommitted diff, on both sides.
-    local_dir = root / config.results_dir / run_id
+    local_dir = run_results_dir(repo=root, results_dir=config.results_dir, run_id=run_id)
     write_json_atomic(local_dir / "run.json", record)
     write_bytes_atomic(local_dir / "snapshot.diff", snap.diff)
     head.write_file(path=f"{worktree}/{run_rel}/run.json", data=json.dumps(record, indent=2))

@@ -68,7 +68,8 @@ LOCK_NAME = ".tether-sync.lock"
 MARKER_NAME = ".tether-sync.pulling"  # exists while a transfer runs: a killed pull left temps
 PART_PREFIX = ".tether-"
 PART_SUFFIX = ".tether-part"
-RESERVED_NAMES = frozenset({STATE_NAME, LOCK_NAME, MARKER_NAME})
+SYNC_LOG_NAME = ".tether-sync.jsonl"  # tether pull's record of each pull (client/pullcmd.py)
+RESERVED_NAMES = frozenset({STATE_NAME, LOCK_NAME, MARKER_NAME, SYNC_LOG_NAME})
 STREAM_IDLE_S = 600.0  # the most a read waits for the head (a big tree's manifest is quiet)
 MIB = 1024 * 1024
 

@@ -82,7 +82,7 @@ def test_pull_brings_a_finished_runs_results_and_a_second_pull_moves_nothing(
     second = json.loads(capsys.readouterr().out)
     assert second["files"] == 0 and second["bytes"] == 0 and second["unchanged"] >= 5
     # Each pull is a sync event beside the run folder.
-    events = [json.loads(x) for x in (repo / "results" / f"{run_id}.sync.jsonl").open()]
+    events = [json.loads(x) for x in (repo / "results" / run_id / ".tether-sync.jsonl").open()]
     assert [e["files"] for e in events] == [first["files"], 0]
     assert all(e["kind"] == "sync" and e["ok"] for e in events)
     # The human form: one summary line.
