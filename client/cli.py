@@ -10,11 +10,13 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tether.ml.errors import MLError
 
 from . import __version__
 from .errors import TetherError
+from .output import make_console, styled
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,7 +149,7 @@ RUN_COMMANDS = ("submit", "runs", "logs", "stop", "branches", "fetch", "pull", "
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console()
     if args.command is None:
         parser.print_help()
         return 0
@@ -165,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TetherError, MLError) as exc:
         if os.environ.get("TETHER_DEBUG") == "1":
             raise
-        Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"[bold red]error:[/] {exc}", markup=True
-        )
+        make_console(stderr=True).print(styled(("error:", "bold red"), " ", str(exc)))
         return 2
     except KeyboardInterrupt:
         return 130
@@ -179,7 +179,7 @@ def _analysis(args: argparse.Namespace, console: Console) -> int:
     from .analyze import run_analyze, run_diagnose
 
     def echo(line: str) -> None:
-        console.print(line, markup=False)
+        console.print(Text(line))
 
     if args.command == "analyze":
         return run_analyze(
@@ -217,13 +217,15 @@ def _doctor(args: argparse.Namespace, console: Console) -> int:
     for col in ("check", "status", "detail", "what to do"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        table.add_row(c.name, f"[{style[c.status]}]{c.status.value}[/]", c.detail, c.fix)
+        table.add_row(
+            Text(c.name), Text(c.status.value, style=style[c.status]), Text(c.detail), Text(c.fix)
+        )
     console.print(table)
     code = exit_code(checks)
     failed = [c for c in checks if c.status is Status.FAIL]
     for c in failed:
-        console.print(f"[bold red]FAIL[/] {c.name}: {c.detail}\n  -> {c.fix}")
-    console.print("all checks passed" if code == 0 else f"{len(failed)} check(s) failed")
+        console.print(styled(("FAIL", "bold red"), f" {c.name}: {c.detail}\n  -> {c.fix}"))
+    console.print(Text("all checks passed" if code == 0 else f"{len(failed)} check(s) failed"))
     return code
 
 
@@ -235,16 +237,16 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     result = run_demo(
         cwd=Path.cwd(),
         config=config,
-        echo=lambda line: console.print(line, markup=False),
+        echo=lambda line: console.print(Text(line)),
         keep_cluster=args.keep_cluster,
         quick=args.quick,
     )
-    table = Table(title=f"run {result.run_id}: extractor comparison, track persistence")
+    table = Table(title=Text(f"run {result.run_id}: extractor comparison, track persistence"))
     for col in ("extractor", "params", "test acc", "F1", "acc @ early", "compute saved", "train s"):
         table.add_column(col, justify="right")
     for t in result.results["trials"]:
         table.add_row(
-            t["model"],
+            Text(t["model"]),
             f"{t['parameters']:,}",
             f"{t['accuracy']:.1%}",
             f"{t['f1']:.3f}",
@@ -253,7 +255,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
             f"{t['train_seconds']:.0f}",
         )
     console.print(table)
-    console.print(f"results: {result.run_dir} (training_results.json per extractor)")
+    console.print(Text(f"results: {result.run_dir} (training_results.json per extractor)"))
     return 0
 
 

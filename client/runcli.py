@@ -11,9 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
+from .branches import BranchInfo
 from .config import load_config
+from .jobs import JobRecord
+from .output import Col, print_table, styled, write_raw
 from .runcmds import (
     fetch_run,
     head_for,
@@ -31,6 +34,50 @@ def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+# Ids, branches, commits and times are never broken over lines; on narrow terminals the
+# columns with a drop rank go (highest first), then each run prints as a block of lines.
+RUN_COLS = (
+    Col("run", whole=True),
+    Col("status", whole=True),
+    Col("commit", whole=True),
+    Col("branch", whole=True),
+    Col("spec", whole=True, drop=2),
+    Col("started", whole=True, drop=1),
+    Col("ended", whole=True, drop=3),
+)
+BRANCH_COLS = (
+    Col("branch", whole=True),
+    Col("commit", whole=True),
+    Col("last commit", fold_min=24),
+    Col("date", whole=True, drop=1),
+)
+
+
+def print_runs(*, console: Console, runs: list[JobRecord], title: str) -> None:
+    """The ``tether runs`` table: run ids, branches and commits always whole, at any width."""
+    rows = []
+    for r in runs:
+        m = r.metadata
+        commit = (m.get("commit") or "")[:10] + (" *" if m.get("dirty") == "true" else "")
+        rows.append(
+            [
+                r.run_id,
+                r.status,
+                commit,
+                m.get("branch", ""),
+                m.get("spec", ""),
+                _when(r.start_time),
+                _when(r.end_time),
+            ]
+        )
+    print_table(console=console, title=title, cols=RUN_COLS, rows=rows)
+
+
+def print_branches(*, console: Console, branches: list[BranchInfo], title: str) -> None:
+    rows = [[b.name, b.commit[:10], b.subject, b.date.strftime("%Y-%m-%d %H:%M")] for b in branches]
+    print_table(console=console, title=title, cols=BRANCH_COLS, rows=rows)
+
+
 def _json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
@@ -43,7 +90,10 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
 
     def echo(line: str) -> None:
         if not as_json:
-            console.print(line, markup=False)
+            console.print(Text(line))
+
+    def raw(text: str) -> None:
+        write_raw(text, console=console)
 
     if args.command == "submit":
         from .submit import submit_run
@@ -61,19 +111,22 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
             _json(asdict(sub))
         else:
             console.print(
-                f"submitted run [bold]{sub.run_id}[/] as Ray job {sub.job_id} "
-                f"(branch {sub.branch}, commit {sub.commit[:10]}"
-                + (", with uncommitted changes" if sub.dirty else "")
-                + ")"
+                styled(
+                    "submitted run ",
+                    (sub.run_id, "bold"),
+                    f" as Ray job {sub.job_id} (branch {sub.branch}, commit {sub.commit[:10]}"
+                    + (", with uncommitted changes" if sub.dirty else "")
+                    + ")",
+                )
             )
-            console.print(f"  follow it: tether logs {sub.run_id} -f", markup=False)
+            console.print(Text(f"  follow it: tether logs {sub.run_id} -f"))
         if not args.watch:
             return 0
         with head_for(
             config=config, profile_name=args.profile, cwd=cwd, trust_new_host=args.trust_new_host
         ) as head:
-            status = show_logs(head, sub.run_id, follow=True, on_text=_write_raw)
-        console.print(f"run {sub.run_id}: {status}")
+            status = show_logs(head, sub.run_id, follow=True, on_text=raw)
+        console.print(Text(f"run {sub.run_id}: {status}"))
         return 0 if status == "SUCCEEDED" else 1
 
     with head_for(
@@ -84,54 +137,35 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
             if as_json:
                 _json([asdict(r) for r in runs])
                 return 0
-            table = Table(title=f"runs on {head.profile_name} ({head.remote.name})")
-            for col in ("run", "status", "spec", "branch", "commit", "started", "ended"):
-                table.add_column(col, overflow="fold")
-            for r in runs:
-                m = r.metadata
-                table.add_row(
-                    r.run_id,
-                    r.status,
-                    m.get("spec", ""),
-                    m.get("branch", ""),
-                    (m.get("commit") or "")[:10] + (" *" if m.get("dirty") == "true" else ""),
-                    _when(r.start_time),
-                    _when(r.end_time),
-                )
-            console.print(table)
+            title = f"runs on {head.profile_name} ({head.remote.name})"
+            print_runs(console=console, runs=runs, title=title)
             if not runs:
-                console.print("no runs yet: tether submit SPEC", markup=False)
+                console.print(Text("no runs yet: tether submit SPEC"))
             return 0
         if args.command == "logs":
-            status = show_logs(head, args.run_id, follow=args.follow, on_text=_write_raw)
+            status = show_logs(head, args.run_id, follow=args.follow, on_text=raw)
             if args.follow:
-                console.print(f"run {args.run_id}: {status}", markup=False)
+                console.print(Text(f"run {args.run_id}: {status}"))
             return 0
         if args.command == "stop":
             stopped = stop_run(head, args.run_id)
-            console.print(
-                f"stopping run {args.run_id}" if stopped else f"run {args.run_id} already ended",
-                markup=False,
-            )
+            done = f"stopping run {args.run_id}" if stopped else f"run {args.run_id} already ended"
+            console.print(Text(done))
             return 0
         if args.command == "branches":
             branches = list_branches(head)
             if as_json:
                 _json([{**asdict(b), "date": b.date.isoformat()} for b in branches])
                 return 0
-            table = Table(title=f"run branches on {head.remote.name}")
-            for col in ("branch", "commit", "last commit", "date"):
-                table.add_column(col, overflow="fold")
-            for b in branches:
-                table.add_row(b.name, b.commit[:10], b.subject, b.date.strftime("%Y-%m-%d %H:%M"))
-            console.print(table)
+            title = f"run branches on {head.remote.name}"
+            print_branches(console=console, branches=branches, title=title)
             return 0
         if args.command == "fetch":
             branch, commit = fetch_run(head, args.run_id)
             if as_json:
                 _json({"run_id": args.run_id, "branch": branch, "commit": commit})
             else:
-                console.print(f"{branch} is at {commit[:10]}: git log {branch}", markup=False)
+                console.print(Text(f"{branch} is at {commit[:10]}: git log {branch}"))
             return 0
         if args.command == "pull":
             return _pull(args, head, config, console, as_json)
@@ -142,15 +176,10 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
                 return 0
             verb = "would remove" if args.dry_run else "removed"
             for r in removed:
-                console.print(f"{verb} {r['path']} ({r['job_status'] or 'no job'})", markup=False)
-            console.print(f"{len(removed)} worktree(s) {verb}; branches kept", markup=False)
+                console.print(Text(f"{verb} {r['path']} ({r['job_status'] or 'no job'})"))
+            console.print(Text(f"{len(removed)} worktree(s) {verb}; branches kept"))
             return 0
     raise AssertionError(args.command)
-
-
-def _write_raw(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 def _pull(args, head, config, console: Console, as_json: bool) -> int:
@@ -172,11 +201,11 @@ def _pull(args, head, config, console: Console, as_json: bool) -> int:
         if as_json:
             return pull_once(head=head, plan=plan, config=config, mirror=args.mirror)
         with Progress(
-            TextColumn("pull {task.fields[files]} files"),
+            TextColumn("pull {task.fields[files]} files", markup=False),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
-            TextColumn("{task.fields[path]}"),
+            TextColumn("{task.fields[path]}", markup=False),
             console=console,
             transient=True,
         ) as bar:
@@ -195,12 +224,12 @@ def _pull(args, head, config, console: Console, as_json: bool) -> int:
         if as_json:
             _json({"run_id": args.run_id, "dest": str(plan.dest), **summary_dict(result)})
             return
-        console.print(f"{args.run_id}: {summary_line(result)} -> {plan.dest}", markup=False)
+        console.print(Text(f"{args.run_id}: {summary_line(result)} -> {plan.dest}"))
         for path, why in result.refused:
-            console.print(f"  refused {path}: {why}", markup=False)
+            console.print(Text(f"  refused {path}: {why}"))
         for path, why in result.skipped:
             again = " (next pull)" if why == "changing" else ""
-            console.print(f"  skipped {path}: {why}{again}", markup=False)
+            console.print(Text(f"  skipped {path}: {why}{again}"))
 
     if args.every is None:
         report(once())
@@ -208,7 +237,10 @@ def _pull(args, head, config, console: Console, as_json: bool) -> int:
 
     def failed(exc: Exception, delay: float) -> None:
         console.print(
-            f"[yellow]pull failed[/]: {str(exc).splitlines()[0]}; next try in {delay:.0f}s"
+            styled(
+                ("pull failed", "yellow"),
+                f": {str(exc).splitlines()[0]}; next try in {delay:.0f}s",
+            )
         )
 
     def done() -> bool:
