@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from tether.ml.tomlfile import load_model
 
@@ -28,13 +28,29 @@ class _Strict(BaseModel):
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+# `ray start` defaults (--min-worker-port, --max-worker-port): Ray hands these to its workers,
+# so a dashboard there can collide with a worker's port and fail to start or be unreachable.
+RAY_WORKER_PORTS = (10002, 19999)
+
+
+def _outside_worker_ports(port: int) -> int:
+    low, high = RAY_WORKER_PORTS
+    if low <= port <= high:
+        raise ValueError(
+            f"{port} is inside Ray's worker port range {low}-{high} (Ray hands those ports to "
+            "workers); pick one outside it, e.g. 8265"
+        )
+    return port
+
+
+DashboardPort = Annotated[Port, AfterValidator(_outside_worker_ports)]
 
 
 class LocalProfile(_Strict):
     """The embedded default: the head node is this machine."""
 
     kind: Literal["local"] = "local"
-    dashboard_port: Port = 8265
+    dashboard_port: DashboardPort = 8265
     num_gpus: int | None = Field(
         default=None, ge=0, description="logical GPUs for the embedded cluster (None: detect)"
     )
@@ -48,7 +64,7 @@ class SSHProfile(_Strict):
     repo_path: str = "~/tether.git"
     runs_path: str = Field(default="~/tether-runs", description="run worktrees on the head")
     python: str = "~/tether-venv/bin/python"
-    dashboard_port: Port = 8265
+    dashboard_port: DashboardPort = 8265
     ssh_config: str | None = Field(
         default=None, description="SSH config file; default ~/.ssh/config"
     )
@@ -126,4 +142,11 @@ def load_config(
         path = find_config(cwd or Path.cwd())
         if path is None:
             return TetherConfig(), None
-    return load_model(path, TetherConfig, what="config", error=ConfigError), path
+    config = load_model(
+        path,
+        TetherConfig,
+        what="config",
+        error=ConfigError,
+        hint=f"fix {path.name} at that line; the keys are in docs/configuration.md",
+    )
+    return config, path

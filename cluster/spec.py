@@ -27,11 +27,14 @@ timeout_s = 3600
 ```
 
 Stages run in the order given; built-in names are ``setup test train evaluate visualize
-analyze report compare``. Errors name the file, the line and the key.
+analyze report compare``. Errors name the file, the line and the dotted key, one line each
+(``x.toml:14: train.epochz: unknown key (did you mean 'epochs'?)``), ``[train]`` included:
+it is checked against ``TrainConfig``'s fields down to the nested tables.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated
@@ -39,7 +42,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tether.ml.diagnose import DiagnosisError, Milestone, Target
-from tether.ml.tomlfile import load_model, parse_model
+from tether.ml.errors import ConfigValueError
+from tether.ml.tomlfile import Table, load_model, parse_model
 from tether.ml.train_config import TrainConfig
 
 from .errors import ClusterRuntimeError
@@ -95,11 +99,16 @@ class StageSpec(BaseModel):
     @model_validator(mode="after")
     def _kind(self) -> StageSpec:
         if self.run and self.command:
-            raise ValueError(f"stage {self.name!r}: give run or command, not both")
+            raise ConfigValueError(
+                f"stage {self.name!r}: give run or command, not both", key="command"
+            )
         if not (self.run or self.command) and self.name not in BUILTIN_STAGES:
-            raise ValueError(
+            close = difflib.get_close_matches(self.name, BUILTIN_STAGES, n=1)
+            maybe = f"did you mean {close[0]!r}? otherwise " if close else ""
+            raise ConfigValueError(
                 f"stage {self.name!r} is not built in ({', '.join(BUILTIN_STAGES)}): "
-                "give it run = 'module:function' or command = '...'"
+                f"{maybe}give it run = 'module:function' or command = '...'",
+                key="name",
             )
         return self
 
@@ -119,7 +128,8 @@ class ExperimentSpec(BaseModel):
     checkpoint_uri: str | None = None
     include_untracked: bool = False  # the run's snapshot also takes untracked, unignored files
     llm: bool = False  # LLM commentary in the report stage (needs ANTHROPIC_API_KEY on the head)
-    train: dict = Field(default_factory=dict)  # ml.train.TrainConfig fields
+    # ml.train.TrainConfig fields, checked as TrainConfig, kept as the table (sent to the job)
+    train: Annotated[dict, Table(TrainConfig)] = Field(default_factory=dict)
     stages: list[StageSpec] = Field(min_length=1)
 
     @field_validator("name")
@@ -138,11 +148,11 @@ class ExperimentSpec(BaseModel):
     @classmethod
     def _parseable(cls, v: list[str], info) -> list[str]:
         parse = Target.parse if info.field_name == "targets" else Milestone.parse
-        for text in v:
+        for i, text in enumerate(v):
             try:
                 parse(text)
             except DiagnosisError as exc:
-                raise ValueError(str(exc)) from None
+                raise ConfigValueError(str(exc), key=i) from None
         return v
 
     @field_validator("checkpoint_uri")
@@ -152,26 +162,25 @@ class ExperimentSpec(BaseModel):
             raise ValueError("checkpoint_uri must be an s3://, gs:// or file:// URI")
         return v
 
-    @model_validator(mode="after")
-    def _unique(self) -> ExperimentSpec:
-        names = [s.name for s in self.stages]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
+    @field_validator("stages")
+    @classmethod
+    def _order(cls, stages: list[StageSpec]) -> list[StageSpec]:
+        names = [s.name for s in stages]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ConfigValueError(
+                    f"stage names must be unique; repeated: {name}", key=(i, "name")
+                )
         seen_train = False
-        for s in self.stages:
+        for i, s in enumerate(stages):
             if s.builtin and s.name in NEEDS_TRAIN and not seen_train:
-                raise ValueError(
+                raise ConfigValueError(
                     f"the built-in {s.name} stage reads the train stage's results: "
-                    "list a train stage before it"
+                    "list a train stage before it",
+                    key=(i, "name"),
                 )
             seen_train = seen_train or s.name == "train"
-        if self.train:
-            try:
-                TrainConfig.from_dict(self.train)
-            except Exception as exc:  # MLError or TypeError from a bad field
-                raise ValueError(f"[train]: {exc}") from None
-        return self
+        return stages
 
     def run_branch(self, run_id: str) -> str:
         return self.branch or f"tether/{self.name}/{run_id}"

@@ -1,23 +1,29 @@
 """``TrainConfig``: everything a training run depends on, stored inside every checkpoint.
 
 Torch-free (``ml.train`` runs it), so an experiment spec's ``[train]`` table can be
-validated on the laptop, where the client never imports torch.
+validated on the laptop, where the client never imports torch. Dicts (a spec's table, a
+checkpoint's stored config) are validated by pydantic against the dataclass fields, the nested
+configs' included: an unknown key, a wrong type and a bad value each name their key path.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from functools import cache
+from typing import Literal
 
-from .errors import MLError
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+
+from .errors import ConfigValueError, MLError
 from .models.config import ExtractorConfig, HeadConfig, LSTMConfig
+from .tomlfile import error_lines
 from .workloads import FrequencyConfig, TrackConfig
 
 Task = Literal["track_persistence", "frequency_extraction"]
 
 
+@with_config(ConfigDict(extra="forbid"))  # nested configs inherit it: no unknown keys anywhere
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run depends on; stored inside every checkpoint."""
@@ -42,13 +48,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.task not in ("track_persistence", "frequency_extraction"):
-            raise MLError(
-                f"unknown task {self.task!r}; use track_persistence or frequency_extraction"
+            raise ConfigValueError(
+                f"unknown task {self.task!r}; use track_persistence or frequency_extraction",
+                key="task",
             )
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise MLError("epochs, batch_size and patience must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.min_delta < 0:
-            raise MLError("need lr > 0, weight_decay >= 0, grad_clip > 0, min_delta >= 0")
+        checks = (
+            (("epochs", "batch_size", "patience", "eval_batch_size"), ">= 1", lambda v: v >= 1),
+            (("lr", "grad_clip"), "> 0", lambda v: v > 0),
+            (("weight_decay", "min_delta"), ">= 0", lambda v: v >= 0),
+        )
+        for names, bound, ok in checks:
+            for name in names:
+                if not ok(value := getattr(self, name)):
+                    raise ConfigValueError(f"{name} must be {bound} (got {value!r})", key=name)
 
     @property
     def model_name(self) -> str:
@@ -60,20 +72,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """Inverse of ``to_dict`` (nested configs, JSON lists back to tuples)."""
-        return _from_dict(cls, data)
+        """Inverse of ``to_dict`` (nested configs, JSON lists back to tuples); raises MLError
+        with one ``key: problem`` per bad key."""
+        try:
+            return train_config_adapter().validate_python(data)
+        except ValidationError as exc:
+            lines = error_lines(exc, model=cls, data=data, source="TrainConfig")
+            raise MLError("invalid " + "; ".join(lines)) from None
 
 
-def _from_dict(cls: type, data: dict) -> Any:
-    kwargs = {}
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        if key not in hints:
-            raise MLError(f"unknown {cls.__name__} key {key!r}")
-        default = hints[key].default_factory  # type: ignore[misc]
-        if isinstance(value, dict) and default is not dataclasses.MISSING:
-            value = _from_dict(type(default()), value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+@cache
+def train_config_adapter() -> TypeAdapter[TrainConfig]:
+    """The pydantic validator of ``TrainConfig`` dicts (built once)."""
+    return TypeAdapter(TrainConfig)

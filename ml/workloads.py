@@ -1,7 +1,7 @@
 """Configs of the built-in synthetic workloads (see ``ml.data`` for the generators).
 
 Torch-free, so a spec's ``[train]`` table can be checked where torch is not installed (the
-laptop side). Frozen dataclasses of plain values; bad values raise ``MLError``.
+laptop side). Frozen dataclasses of plain values; bad values raise ``ConfigValueError``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import MLError
+from .errors import ConfigValueError
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -35,13 +35,15 @@ class TrackConfig:
 
     def __post_init__(self) -> None:
         if self.frames < 4 or self.height < 8 or self.width < 8:
-            raise MLError("track clips need frames >= 4 and height, width >= 8")
+            raise ConfigValueError("track clips need frames >= 4 and height, width >= 8")
         if self.tracks < 1 or self.clutter < 0 or self.noise < 0:
-            raise MLError("tracks must be >= 1, clutter and noise >= 0")
+            raise ConfigValueError("tracks must be >= 1, clutter and noise >= 0")
         if not 0 < self.min_visible <= self.max_visible < 1:
-            raise MLError("need 0 < min_visible <= max_visible < 1 (fractions of the clip)")
+            raise ConfigValueError(
+                "need 0 < min_visible <= max_visible < 1 (fractions of the clip)"
+            )
         if min(self.train_size, self.val_size, self.test_size) < 1:
-            raise MLError("every split needs at least one sample")
+            raise ConfigValueError("every split needs at least one sample")
 
     def size(self, split: Split) -> int:
         return {"train": self.train_size, "val": self.val_size, "test": self.test_size}[split]
@@ -61,14 +63,18 @@ class FrequencyConfig:
 
     def __post_init__(self) -> None:
         if len(self.freqs) < 2:
-            raise MLError("frequency extraction needs at least two frequencies")
+            raise ConfigValueError(
+                "frequency extraction needs at least two frequencies", key="freqs"
+            )
         nyquist = self.sample_rate / 2
         if any(not 0 < f < nyquist for f in self.freqs):
-            raise MLError(f"every frequency must lie in (0, {nyquist}) Hz (half the sample rate)")
+            raise ConfigValueError(
+                f"every frequency must lie in (0, {nyquist}) Hz (half the sample rate)", key="freqs"
+            )
         if self.steps < 8 or self.noise < 0 or not 0 <= self.amplitude_jitter < 1:
-            raise MLError("need steps >= 8, noise >= 0 and 0 <= amplitude_jitter < 1")
+            raise ConfigValueError("need steps >= 8, noise >= 0 and 0 <= amplitude_jitter < 1")
         if min(self.train_size, self.val_size, self.test_size) < 1:
-            raise MLError("every split needs at least one sample")
+            raise ConfigValueError("every split needs at least one sample")
 
     @property
     def input_size(self) -> int:

@@ -48,14 +48,14 @@ def test_a_full_spec_loads(tmp_path):
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("num_gpus = 1", "num_gpu = 1"), "spec.toml:15: stages.1.num_gpu: unknown key"),
-        (("num_gpus = 1", "num_gpus = -1"), "spec.toml:15: stages.1.num_gpus: Input should be greater than or equal to 0"),
-        (('name = "test"', 'name = "tset"'), "stage 'tset' is not built in"),
-        (('run = "experiments.sweep:main"', 'run = "experiments.sweep"'), "run must be 'package.module:function'"),
-        (('"val_loss<0.2"', '"val_loss about 0.2"'), "spec.toml:3: targets: cannot read target"),
-        (("epochs = 8", "epoch = 8"), "[train]: unknown TrainConfig key 'epoch'"),
-        (('name = "plots"', 'name = "train"'), "stage names must be unique; repeated: train"),
-        (('name = "extractors"', 'name = "x y"\nbranch = "a..b"'), "not a safe branch name"),
+        (("num_gpus = 1", "num_gpu = 1"), "spec.toml:15: stages[1].num_gpu: unknown key (did you mean 'num_gpus'?)"),
+        (("num_gpus = 1", "num_gpus = -1"), "spec.toml:15: stages[1].num_gpus: Input should be greater than or equal to 0 (got -1)"),
+        (('name = "test"', 'name = "tset"'), "spec.toml:11: stages[0].name: stage 'tset' is not built in"),
+        (('run = "experiments.sweep:main"', 'run = "experiments.sweep"'), "spec.toml:20: stages[2].run: run must be 'package.module:function'"),
+        (('"val_loss<0.2"', '"val_loss about 0.2"'), "spec.toml:3: targets[0]: cannot read target"),
+        (("epochs = 8", "epoch = 8"), "spec.toml:7: train.epoch: unknown key (did you mean 'epochs'?)"),
+        (('name = "plots"', 'name = "train"'), "spec.toml:24: stages[3].name: stage names must be unique; repeated: train"),
+        (('name = "extractors"', 'name = "x y"\nbranch = "a..b"'), "spec.toml:3: branch: 'a..b' is not a safe branch name"),
     ],
 )  # fmt: skip
 def test_invalid_specs_say_where_and_what(change, expected):

@@ -188,7 +188,7 @@ def test_bad_input_is_refused_before_anything_changes(laptop, sshd, tmp_path, ca
         (["submit", "exp.toml", "--profile", "nope"], "no profile named 'nope'"),
     ]
     (repo / "bad.toml").write_text('name = "exp"\n[[stages]]\nname = "trian"\n')
-    cases.append((["submit", "bad.toml"], "bad.toml:2"))
+    cases.append((["submit", "bad.toml"], "bad.toml:3: stages[0].name: stage 'trian'"))
     for argv, expected in cases:
         capsys.readouterr()
         assert tether(argv) == 2, argv

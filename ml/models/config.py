@@ -2,7 +2,8 @@
 
 Every config is a frozen dataclass of plain scalars, so ``dataclasses.asdict(config)`` is
 JSON-serialisable and can be stored inside a checkpoint; ``Config.from_dict`` reads it back.
-Bad values raise :class:`ml.errors.MLError` with a message that says what to change.
+Bad values raise :class:`ml.errors.ConfigValueError` (an ``MLError``) with a message that says
+what to change and the field it is about (so a spec error points at that key's line).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import MLError
+from ..errors import ConfigValueError, MLError
 
 EXTRACTOR_NAMES = ("i3d", "slowfast", "magvit", "transformer")
 SIZE_NAMES = ("tiny", "small", "base")
@@ -39,12 +40,14 @@ SIZES: dict[str, SizeSpec] = {
 
 def _int(owner: str, name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MLError(f"{owner}.{name} must be an integer >= {minimum} (got {value!r})")
+        raise ConfigValueError(
+            f"{owner}.{name} must be an integer >= {minimum} (got {value!r})", key=name
+        )
 
 
 def _number(owner: str, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MLError(f"{owner}.{name} must be a number (got {value!r})")
+        raise ConfigValueError(f"{owner}.{name} must be a number (got {value!r})", key=name)
     return float(value)
 
 
@@ -98,47 +101,61 @@ class ExtractorConfig:
     def __post_init__(self) -> None:
         owner = "ExtractorConfig"
         if self.name not in EXTRACTOR_NAMES:
-            raise MLError(
-                f"unknown extractor {self.name!r}: set name to one of {', '.join(EXTRACTOR_NAMES)}"
+            raise ConfigValueError(
+                f"unknown extractor {self.name!r}: set name to one of {', '.join(EXTRACTOR_NAMES)}",
+                key="name",
             )
         if self.size not in SIZE_NAMES:
-            raise MLError(f"unknown size {self.size!r}: set size to one of {', '.join(SIZE_NAMES)}")
+            raise ConfigValueError(
+                f"unknown size {self.size!r}: set size to one of {', '.join(SIZE_NAMES)}",
+                key="size",
+            )
         for name in ("in_channels", "frames", "height", "width", "feature_dim", "alpha"):
             _int(owner, name, getattr(self, name), minimum=1)
         _int(owner, "codebook_size", self.codebook_size, minimum=2)
         _int(owner, "code_dim", self.code_dim, minimum=2)
         _int(owner, "patch_size", self.patch_size, minimum=1)
         if self.name == "slowfast" and self.alpha > self.frames:
-            raise MLError(
+            raise ConfigValueError(
                 f"ExtractorConfig.alpha={self.alpha} exceeds frames={self.frames}: the slow "
-                f"pathway would see one frame; use alpha <= frames (4 is typical)"
+                f"pathway would see one frame; use alpha <= frames (4 is typical)",
+                key="alpha",
             )
         if not 0 < _number(owner, "beta", self.beta) <= 1:
-            raise MLError(
+            raise ConfigValueError(
                 f"ExtractorConfig.beta must lie in (0, 1]: it is the fast pathway's share of the "
-                f"slow pathway's channels (got {self.beta!r}; 0.25 is typical)"
+                f"slow pathway's channels (got {self.beta!r}; 0.25 is typical)",
+                key="beta",
             )
         if _number(owner, "commitment", self.commitment) < 0:
-            raise MLError(f"ExtractorConfig.commitment must be >= 0 (got {self.commitment!r})")
+            raise ConfigValueError(
+                f"ExtractorConfig.commitment must be >= 0 (got {self.commitment!r})",
+                key="commitment",
+            )
         if _number(owner, "entropy_weight", self.entropy_weight) < 0:
-            raise MLError(
+            raise ConfigValueError(
                 f"ExtractorConfig.entropy_weight must be >= 0 (got {self.entropy_weight!r}; 0 "
-                f"turns the codebook-usage penalty off, 0.1 is typical)"
+                f"turns the codebook-usage penalty off, 0.1 is typical)",
+                key="entropy_weight",
             )
         if not 0 <= _number(owner, "dropout", self.dropout) < 1:
-            raise MLError(f"ExtractorConfig.dropout must lie in [0, 1) (got {self.dropout!r})")
+            raise ConfigValueError(
+                f"ExtractorConfig.dropout must lie in [0, 1) (got {self.dropout!r})", key="dropout"
+            )
         if self.name in ("magvit", "transformer"):
             p = self.patch_size
             if p & (p - 1) or p < 2:
-                raise MLError(
+                raise ConfigValueError(
                     f"ExtractorConfig.patch_size must be a power of two >= 2 for {self.name} "
-                    f"(got {p}; 4 or 8 are typical)"
+                    f"(got {p}; 4 or 8 are typical)",
+                    key="patch_size",
                 )
             if self.height % p or self.width % p:
-                raise MLError(
+                raise ConfigValueError(
                     f"{self.name} cuts frames into {p}x{p} patches, but height={self.height} and "
                     f"width={self.width} are not both multiples of {p}: change patch_size or "
-                    f"the frame size"
+                    f"the frame size",
+                    key="patch_size",
                 )
 
     @property
@@ -170,9 +187,10 @@ class HeadConfig:
         _int("HeadConfig", "num_classes", self.num_classes, minimum=2)
         _int("HeadConfig", "hidden", self.hidden, minimum=1)
         if not 0 < _number("HeadConfig", "threshold", self.threshold) <= 1:
-            raise MLError(
+            raise ConfigValueError(
                 f"HeadConfig.threshold is a softmax confidence and must lie in (0, 1] "
-                f"(got {self.threshold!r}; 0.9 is typical)"
+                f"(got {self.threshold!r}; 0.9 is typical)",
+                key="threshold",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,11 +214,14 @@ class LSTMConfig:
         for name in ("input_size", "hidden", "layers"):
             _int("LSTMConfig", name, getattr(self, name), minimum=1)
         if not 0 <= _number("LSTMConfig", "dropout", self.dropout) < 1:
-            raise MLError(f"LSTMConfig.dropout must lie in [0, 1) (got {self.dropout!r})")
+            raise ConfigValueError(
+                f"LSTMConfig.dropout must lie in [0, 1) (got {self.dropout!r})", key="dropout"
+            )
         if self.dropout > 0 and self.layers == 1:
-            raise MLError(
+            raise ConfigValueError(
                 "LSTMConfig.dropout acts between stacked LSTM layers: set layers >= 2 "
-                "or dropout = 0"
+                "or dropout = 0",
+                key="dropout",
             )
 
     def to_dict(self) -> dict[str, Any]:
