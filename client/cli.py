@@ -15,6 +15,7 @@ from rich.text import Text
 from tether.ml.errors import MLError
 
 from . import __version__
+from .clustercmd import add_cluster_parser
 from .errors import TetherError
 from .output import make_console, styled
 
@@ -78,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--llm-model", help="Anthropic model id for --llm")
 
     _run_parsers(sub)
+    add_cluster_parser(sub=sub)
 
     diag = sub.add_parser("diagnose", help="diagnose training curves from a history JSON")
     diag.add_argument(
@@ -164,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             from .runcli import run_command
 
             return run_command(args, console)
+        if args.command == "cluster":
+            from .clustercmd import cluster_command
+
+            return cluster_command(args=args, console=console)
     except (TetherError, MLError) as exc:
         if os.environ.get("TETHER_DEBUG") == "1":
             raise

@@ -24,7 +24,14 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 
 from .config import LocalProfile, TetherConfig
 from .errors import ClusterError, ConfigError
-from .localcluster import LocalCluster, ray_version_at, start_local_cluster, stop_local_cluster
+from .localcluster import (
+    LocalCluster,
+    forget_cluster,
+    ray_version_at,
+    record_cluster,
+    start_local_cluster,
+    stop_local_cluster,
+)
 from .localstate import run_results_dir
 
 
@@ -81,6 +88,7 @@ def run_demo(
             dashboard_port=profile.dashboard_port,
             num_gpus=profile.num_gpus,
         )
+        record_cluster(repo=root, cluster=started)  # `tether cluster stop` finds it
     else:
         echo(f"using the local Ray cluster at {url}")
     try:
@@ -103,6 +111,7 @@ def run_demo(
         if started is not None and not keep_cluster:
             echo("stopping the local Ray cluster tether started")
             stop_local_cluster(temp_dir=started.temp_dir)
+            forget_cluster(repo=root)
     if status != JobStatus.SUCCEEDED:
         tail = "\n".join(log.strip().splitlines()[-15:])
         raise ClusterError(

@@ -19,6 +19,7 @@ from .branches import HeadRepo
 from .config import LocalProfile, SSHProfile, TetherConfig
 from .errors import ClusterError
 from .jobs import JobsClient
+from .localcluster import LOOPBACK_ENV
 from .localstate import state_dir
 from .remote import LocalRemote, Remote, SSHRemote
 
@@ -50,7 +51,7 @@ class Head:
         if self.is_local:
             url = f"http://127.0.0.1:{port}"
             if start_local:
-                _ensure_local_cluster(self.profile, url)
+                _ensure_local_cluster(self.profile, url, repo=self.laptop_repo)
             yield JobsClient(address=url)
             return
         token = self._ray_token()
@@ -95,7 +96,9 @@ def open_head(
     name, profile = config.profile(profile_name)
     if isinstance(profile, LocalProfile):
         state_dir(laptop_repo)  # .tether/ (run worktrees, secrets) is git-ignored from the start
-        remote: Remote = LocalRemote()
+        # Commands on this "head" that connect to the loopback-only embedded cluster (the
+        # event stream) must keep Ray on 127.0.0.1 too: see client/localcluster.py.
+        remote: Remote = LocalRemote(env=LOOPBACK_ENV)
         repo = HeadRepo.for_remote(
             remote=remote, repo_path=str(laptop_repo), ssh_alias=None, ssh_config=None
         )
@@ -136,14 +139,16 @@ def open_head(
         raise
 
 
-def _ensure_local_cluster(profile: LocalProfile, url: str) -> None:
+def _ensure_local_cluster(profile: LocalProfile, url: str, *, repo: Path) -> None:
+    """Start the embedded cluster unless a dashboard answers at ``url``; record the one it
+    starts in ``.tether/local-cluster.json`` for ``tether cluster status|stop``."""
     from .demo import default_temp_dir
-    from .localcluster import ray_version_at, start_local_cluster
+    from .localcluster import ray_version_at, record_cluster, start_local_cluster
 
     if ray_version_at(url) is not None:
         return
     try:
-        start_local_cluster(
+        cluster = start_local_cluster(
             temp_dir=default_temp_dir(),
             dashboard_port=profile.dashboard_port,
             num_gpus=profile.num_gpus,
@@ -153,5 +158,6 @@ def _ensure_local_cluster(profile: LocalProfile, url: str) -> None:
     except Exception as exc:  # ray start fails in many ways
         raise ClusterError(
             f"could not start the local Ray cluster at {url}: {exc}",
-            hint="run `tether doctor`; `ray stop` clears a half-started cluster",
+            hint="run `tether doctor`; `tether cluster status` shows what runs there",
         ) from None
+    record_cluster(repo=repo, cluster=cluster)

@@ -38,7 +38,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,7 +233,9 @@ def _is_transient_cause(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------- local
 
 
-def _popen(command: str, *, stdin: int) -> subprocess.Popen[bytes]:
+def _popen(
+    command: str, *, stdin: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     # Own session and process group: a timeout or an early close stops the command's children
     # too (``cd x && sleep 60`` forks; killing only bash would leave sleep behind).
     return subprocess.Popen(
@@ -242,6 +244,7 @@ def _popen(command: str, *, stdin: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        env=env,
     )
 
 
@@ -271,8 +274,12 @@ class LocalRemote:
 
     name = "localhost"
 
-    def __init__(self) -> None:
+    def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
+        """``env``: variables set for every command on top of this process's environment
+        (the local profile passes the embedded cluster's loopback setting, so a command that
+        connects to it, such as ``python -m tether.cluster.stream``, stays on 127.0.0.1)."""
         self._home: str | None = None
+        self._env = {**os.environ, **env} if env else None
 
     def run(
         self,
@@ -291,7 +298,9 @@ class LocalRemote:
         """
         del retries
         data = _as_bytes(stdin)
-        proc = _popen(command, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE)
+        proc = _popen(
+            command, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE, env=self._env
+        )
         try:
             out, err = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -310,7 +319,7 @@ class LocalRemote:
         ``RemoteError`` when it prints nothing for ``timeout`` seconds (None: wait forever).
         Closing the iterator early stops the command. The command's stdin is empty.
         """
-        proc = _popen(command, stdin=subprocess.DEVNULL)
+        proc = _popen(command, stdin=subprocess.DEVNULL, env=self._env)
         assert proc.stdout is not None and proc.stderr is not None
         lines, err = _LineBuffer(), bytearray()
         try:
@@ -889,6 +898,7 @@ def _local_binary(
         stderr=subprocess.PIPE,
         start_new_session=True,
         bufsize=0,
+        env=remote._env,
     )
     assert proc.stdout is not None and proc.stderr is not None
     err = bytearray()

@@ -15,11 +15,17 @@ import pytest
 from sshdserver import SSHD, find_sshd, start_sshd, stop_sshd
 
 from tether.client.localcluster import (
+    LOOPBACK_ENV,
     LocalCluster,
     free_port,
     start_local_cluster,
     stop_local_cluster,
 )
+
+# Drivers in this process (and the subprocesses tests start) connect to the embedded cluster
+# on 127.0.0.1: Ray's single-machine mode keeps a loopback address (see localcluster.py). Set
+# before anything imports ray, which reads it once.
+os.environ.update(LOOPBACK_ENV)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_SSHD = os.environ.get("TETHER_REQUIRE_SSHD") == "1"
@@ -61,8 +67,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> LocalCluster:
-    """A real local Ray head (`ray start --head`): 2 CPUs, 4 logical GPUs, dashboard on
-    127.0.0.1 at a free port. Started once per test run; only its own processes are stopped."""
+    """A real local Ray head (`ray start --head`): 2 CPUs, 4 logical GPUs, every port on
+    127.0.0.1 (dashboard at a free port). Started once per test run; only its own processes
+    are stopped."""
     # Short path: Ray puts unix sockets below it.
     temp_dir = Path(tempfile.mkdtemp(prefix="tt-ray-", dir="/tmp"))
     cluster = start_local_cluster(

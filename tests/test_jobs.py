@@ -322,7 +322,7 @@ def token_cluster():
     temp_dir = Path(tempfile.mkdtemp(prefix="tt-tok-", dir="/tmp"))
     code = (
         "import json, pathlib\n"
-        "from client.localcluster import start_local_cluster, free_port\n"
+        "from tether.client.localcluster import start_local_cluster, free_port\n"
         f"c = start_local_cluster(temp_dir=pathlib.Path({str(temp_dir)!r}), "
         "dashboard_port=free_port(), num_cpus=1, auth_mode='token')\n"
         "print(json.dumps({'url': c.dashboard_url}))\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,35 @@ def test_the_laptop_cli_and_analysis_never_load_torch():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+OLD_NAMES = re.compile(r"(?:\b(?:from|import) |-m )(?:client|cluster|ml)(?:\.|\s|$)", re.M)
+
+
+def test_nothing_names_our_modules_by_the_old_top_level_names():
+    """Our modules are tether.client/cluster/ml everywhere: code, strings run in
+    subprocesses, docs, cluster.yaml. (An old name still imports from the repo root when the
+    working directory is on sys.path, loading a second copy of a module beside tether's.)"""
+    paths = [
+        p
+        for p in [
+            *ROOT.glob("[!.]*/**/*.py"),
+            *ROOT.glob("docs/*.md"),
+            ROOT / "README.md",
+            ROOT / "cluster.yaml",
+            ROOT / "Makefile",
+        ]
+        if not {".venv", "build"} & set(p.parts)
+        and p.name != "test_namespace.py"  # its strings are the user's own ml/ package
+    ]
+    assert len(paths) > 100
+    bad = [
+        f"{p.relative_to(ROOT)}:{p.read_text()[: m.start()].count(chr(10)) + 1}: {m.group(0)!r}"
+        for p in paths
+        for m in OLD_NAMES.finditer(p.read_text())
+    ]
+    assert not bad, bad
+    old = "cluster"  # spelled apart, so this file does not match itself
+    assert OLD_NAMES.search("x = 1\nfrom ml" + ".data import y\n")  # the pattern sees one
+    assert OLD_NAMES.search(f'"python -m {old}.stream"')
+    assert not OLD_NAMES.search("from tether.ml.data import y; import mlflow")

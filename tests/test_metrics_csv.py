@@ -501,7 +501,7 @@ def test_records_are_frozen_and_serialise_to_plain_json():
 
 def test_import_does_not_load_torch():
     code = (
-        "import ml.metrics_csv, sys; "
+        "import tether.ml.metrics_csv, sys; "
         "bad = [m for m in ('torch', 'ray', 'fabric', 'textual', 'pandas') if m in sys.modules]; "
         "assert not bad, bad"
     )

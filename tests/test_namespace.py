@@ -130,11 +130,17 @@ def test_a_repo_with_its_own_ml_client_and_cluster_packages_runs_its_own_stage(
 def test_the_built_wheel_puts_everything_under_the_tether_name(tmp_path):
     """A regular install (a wheel, as pip builds it from this tree) adds no top-level
     `client`, `cluster` or `ml` to site-packages, and its entry point is tether's."""
+    import shutil
     import zipfile
 
+    src = tmp_path / "src"  # a copy: setuptools writes build/ beside the sources
+    for name in ("client", "cluster", "ml"):
+        shutil.copytree(REPO_ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, src / name)
     res = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(REPO_ROOT)],
+         "-w", str(tmp_path), str(src)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]

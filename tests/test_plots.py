@@ -309,7 +309,7 @@ def test_path_must_be_png(tmp_path: Path) -> None:
 
 def test_importing_plots_does_not_import_torch_or_cluster_libraries() -> None:
     code = (
-        "import ml.plots, sys; "
+        "import tether.ml.plots, sys; "
         "bad = [m for m in ('torch', 'ray', 'fabric', 'textual') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -480,7 +480,7 @@ def test_command_stage_python_child_reports_through_get_reporter(tmp_path):
     path = tmp_path / "events.jsonl"
     reporter = Reporter(transport=JsonlTransport(path=path), run_id="r9", stage="train")
     script = (
-        "from cluster.reporter import get_reporter\n"
+        "from tether.cluster.reporter import get_reporter\n"
         "with get_reporter() as r:\n"
         "    print('plain output')\n"
         "    r.report(step=7, epoch=2, metrics={'acc': 1.0})\n"
@@ -593,7 +593,7 @@ def test_reporter_lines_never_land_inside_what_the_program_prints(tmp_path):
     path = tmp_path / "events.jsonl"
     reporter = Reporter(transport=JsonlTransport(path=path), run_id="r8", stage="train")
     script = (
-        "from cluster.reporter import get_reporter\n"
+        "from tether.cluster.reporter import get_reporter\n"
         "r = get_reporter(heartbeat_s=1)\n"
         "for i in range(3000):\n"
         "    print(f'out {i}')\n"

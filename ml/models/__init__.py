@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 # The configs are torch-free and always loaded; everything that needs torch is imported on
-# first use (PEP 562), so `from ml.models.config import ...` and the spec validation of the
+# first use (PEP 562), so `from tether.ml.models.config import ...` and the spec validation of the
 # laptop side never load torch.
 from .config import (
     EXTRACTOR_NAMES,
