@@ -366,6 +366,10 @@ def test_the_entrypoint_runs_a_spec_as_an_ordinary_ray_job(ray_cluster, run):
     bad = cmd.replace("exp.toml", "bad.toml").replace(run.run_id, f"{run.run_id}x")
     status, logs = _job(ray_cluster, bad)
     assert status == "failed"
-    assert "error: " in logs and "bad.toml:3: stages[0].name: stage 'tset'" in logs and "not built in" in logs
+    assert (
+        "error: " in logs
+        and "bad.toml:3: stages[0].name: stage 'tset'" in logs
+        and "not built in" in logs
+    )
     assert "Traceback" not in logs
     assert not (run.worktree / "results" / f"{run.run_id}x").exists()
