@@ -176,15 +176,20 @@ def test_train_config_from_dict_names_the_bad_key():
     )
 
 
+def _submit(repo: Path, spec: str) -> subprocess.CompletedProcess[str]:
+    """`tether submit SPEC` through the installed CLI, without TETHER_DEBUG."""
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DEBUG"}
+    tether = Path(sys.executable).with_name("tether")
+    return subprocess.run(
+        [str(tether), "submit", spec],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_the_cli_refuses_a_bad_spec_before_anything_remote(git_repo):
     repo = git_repo.path
     (repo / "bad.toml").write_text('name = "x"\n[train]\nepochz = 3\n' + STAGES)
-    env = {k: v for k, v in os.environ.items() if k != "TETHER_DEBUG"}
-    tether = Path(sys.executable).with_name("tether")
-    proc = subprocess.run(
-        [str(tether), "submit", "bad.toml"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = _submit(repo, "bad.toml")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert "error: bad.toml:3: train.epochz: unknown key (did you mean 'epochs'?)" in lines
@@ -206,12 +211,7 @@ def test_the_cli_refuses_a_dashboard_port_in_rays_worker_range(git_repo):
     repo = git_repo.path
     (repo / "tether.toml").write_text('[profiles.local]\nkind = "local"\ndashboard_port = 18265\n')
     (repo / "x.toml").write_text('name = "x"\n' + STAGES)
-    env = {k: v for k, v in os.environ.items() if k != "TETHER_DEBUG"}
-    tether = Path(sys.executable).with_name("tether")
-    proc = subprocess.run(
-        [str(tether), "submit", "x.toml"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = _submit(repo, "x.toml")
     assert proc.returncode == 2, proc.stderr
     expected = (
         f"error: {repo / 'tether.toml'}:3: profiles.local.dashboard_port: 18265 is inside Ray's "
