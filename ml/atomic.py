@@ -1,7 +1,9 @@
-"""Write files so that a reader never sees a half-written one."""
+"""Write files so that a reader never sees a half-written one; the small file primitives
+every layer shares (a full write to a descriptor, a file's size and sha256)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -22,6 +24,24 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until every byte of ``data`` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def file_digest(path: Path | str, *, chunk_bytes: int = 1 << 20) -> tuple[int, str]:
+    """``(size in bytes, sha256 hex)`` of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
