@@ -30,7 +30,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tether.cluster.reporter import JsonlTransport, Reporter
+from tether.cluster.reporter import Reporter
+from tether.cluster.transports import JsonlTransport
 
 REPEATS = 5
 
@@ -186,7 +187,7 @@ def _measure(args: argparse.Namespace, tmp: Path) -> tuple[list, dict | None]:
     import ray
 
     from tether.cluster.monitor import start_monitor, stop_monitor
-    from tether.cluster.reporter import MonitorTransport
+    from tether.cluster.transports import MonitorTransport
 
     # Like the project's own local cluster: no token auth. Left unset, a new local ray.init()
     # writes ~/.ray/auth_token, which then turns token auth on for every later `ray start` on

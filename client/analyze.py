@@ -17,6 +17,7 @@ from tether.ml.diagnose import Target, diagnose, history_from_results, read_mile
 from .errors import TetherError
 
 Echo = Callable[[str], None]
+_HISTORY_HINT = "give a history JSON or a training_results.json (formats: docs/analysis.md)"
 
 
 def _targets(texts: Sequence[str]) -> list[Target]:
@@ -78,15 +79,18 @@ def load_history(path: Path) -> dict[str, list]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise TetherError(f"{path}: not found") from None
+        raise TetherError(f"{path}: not found", hint=_HISTORY_HINT) from None
     except json.JSONDecodeError as exc:
-        raise TetherError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        raise TetherError(
+            f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})", hint=_HISTORY_HINT
+        ) from None
     if isinstance(data, dict) and "train_history" in data:
         return history_from_results(data)
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise TetherError(
             f"{path}: expected a JSON object of metric name -> list of per-epoch values "
-            '(e.g. {"loss": [0.9, 0.5], "val_loss": [1.0, 0.7]}) or a training_results.json'
+            '(e.g. {"loss": [0.9, 0.5], "val_loss": [1.0, 0.7]}) or a training_results.json',
+            hint=_HISTORY_HINT,
         )
     return data
 

@@ -12,11 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tether.ml.errors import MLError
-
 from . import __version__
 from .clustercmd import add_cluster_parser
-from .errors import TetherError
+from .errors import TetherError, from_library_error
 from .output import make_console, styled
 
 
@@ -117,6 +115,11 @@ def _run_parsers(sub) -> None:
     p.add_argument("run_id", metavar="RUN")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
     common(p)
+    p = sub.add_parser("events", help="print a run's events: stages, epochs, alerts (or JSON)")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+    p.add_argument("--since", type=int, default=0, metavar="N", help="only events after seq N")
+    common(p, json_out=True)
     p = sub.add_parser("stop", help="stop a run")
     p.add_argument("run_id", metavar="RUN")
     common(p)
@@ -163,22 +166,35 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("analyze", "diagnose"):
             return _analysis(args, console)
         if args.command in RUN_COMMANDS:
-            from .runcli import run_command
+            from .runviews import run_command
 
             return run_command(args, console)
+        if args.command == "events":
+            from .eventscmd import events_command
+
+            return events_command(args=args, console=console)
         if args.command == "cluster":
             from .clustercmd import cluster_command
 
             return cluster_command(args=args, console=console)
-    except (TetherError, MLError) as exc:
-        if os.environ.get("TETHER_DEBUG") == "1":
+    except Exception as exc:  # one error tree: TetherError, or a library's error mapped to one
+        error = from_library_error(exc)
+        if error is None or os.environ.get("TETHER_DEBUG") == "1":
             raise
-        make_console(stderr=True).print(styled(("error:", "bold red"), " ", str(exc)))
+        _print_error(error)
         return 2
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _print_error(error: TetherError) -> None:
+    """``error: <message>``, then ``  hint: <what to do>`` when the error has one."""
+    err = make_console(stderr=True)
+    err.print(styled(("error:", "bold red"), " ", error.message or type(error).__name__))
+    if error.hint:
+        err.print(styled(("  hint:", "bold"), " ", error.hint))
 
 
 def _analysis(args: argparse.Namespace, console: Console) -> int:

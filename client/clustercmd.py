@@ -59,10 +59,10 @@ class _Found:
 def _find_local(*, repo: Path, profile: LocalProfile) -> _Found | None:
     """The cluster tether recorded for this repository while its processes live, else
     whatever Ray dashboard answers at the profile's port. A stale record is removed."""
-    from .demo import default_temp_dir
     from .localcluster import (
         LOOPBACK,
         cluster_processes,
+        default_temp_dir,
         find_dashboard,
         forget_cluster,
         ray_version_at,
@@ -222,7 +222,7 @@ def add_cluster_parser(*, sub: argparse._SubParsersAction) -> None:
 def cluster_command(*, args: argparse.Namespace, console: Console) -> int:
     """Run ``tether cluster VERB``. Exit status of ``status``: 0 running, 1 not running."""
     from .config import LocalProfile, SSHProfile, load_config
-    from .demo import repo_root
+    from .repo import repo_root
 
     cwd = Path.cwd()
     config, _ = load_config(path=args.config, cwd=cwd)
@@ -240,7 +240,7 @@ def cluster_command(*, args: argparse.Namespace, console: Console) -> int:
     if isinstance(profile, LocalProfile):
         status = local_status(repo=repo_root(cwd), profile_name=name, profile=profile)
     else:
-        from .runcmds import head_for
+        from .runverbs import head_for
 
         with head_for(
             config=config, profile_name=name, cwd=cwd, trust_new_host=args.trust_new_host

@@ -9,12 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import secrets
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +19,10 @@ from pathlib import Path
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from .config import LocalProfile, TetherConfig
-from .errors import ClusterError, ConfigError
+from .errors import ClusterError
 from .localcluster import (
     LocalCluster,
+    default_temp_dir,
     forget_cluster,
     ray_version_at,
     record_cluster,
@@ -33,6 +30,8 @@ from .localcluster import (
     stop_local_cluster,
 )
 from .localstate import run_results_dir
+from .repo import repo_root
+from .runid import new_run_id
 
 
 @dataclass(frozen=True)
@@ -41,27 +40,6 @@ class DemoResult:
     run_dir: Path
     status: JobStatus
     results: dict
-
-
-def new_run_id(prefix: str) -> str:
-    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
-def repo_root(cwd: Path) -> Path:
-    res = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, cwd=cwd
-    )
-    if res.returncode != 0:
-        raise ConfigError(
-            f"{cwd} is not inside a git repository",
-            hint="run tether from your project's repository (or `git init` there)",
-        )
-    return Path(res.stdout.strip())
-
-
-def default_temp_dir() -> Path:
-    # Short: Ray puts unix sockets under it (path limit ~107 bytes).
-    return Path(tempfile.gettempdir()) / f"tether-ray-{os.getuid()}"
 
 
 def run_demo(

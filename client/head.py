@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .branches import HeadRepo
 from .config import LocalProfile, SSHProfile, TetherConfig
 from .errors import ClusterError
+from .headrepo import HeadRepo
 from .jobs import JobsClient
 from .localcluster import LOOPBACK_ENV
 from .localstate import state_dir
@@ -142,8 +142,12 @@ def open_head(
 def _ensure_local_cluster(profile: LocalProfile, url: str, *, repo: Path) -> None:
     """Start the embedded cluster unless a dashboard answers at ``url``; record the one it
     starts in ``.tether/local-cluster.json`` for ``tether cluster status|stop``."""
-    from .demo import default_temp_dir
-    from .localcluster import ray_version_at, record_cluster, start_local_cluster
+    from .localcluster import (
+        default_temp_dir,
+        ray_version_at,
+        record_cluster,
+        start_local_cluster,
+    )
 
     if ray_version_at(url) is not None:
         return

@@ -17,6 +17,11 @@ Token auth (Ray 2.60 ``RAY_AUTH_MODE=token``): the dashboard accepts the cluster
 http_token_authentication.py``); ``JobsClient`` passes that header through
 ``JobSubmissionClient(headers=...)``, which sends it on every HTTP request and on the log
 websocket. The token is kept out of reprs and error messages.
+
+Longer than the ~400 lines modules aim for (about 525): the resumable log follow (its
+async stream, cursor and drop detection, about 170 lines) is a method of the one client
+because it shares its Ray client, its bounded calls, its run lookup and its error
+translation; split apart, each half would reach into the other's private state.
 """
 
 from __future__ import annotations
@@ -34,11 +39,11 @@ import requests
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
-from .errors import ClusterError, TetherError
+from .errors import ClusterError, DashboardRefused, TetherError
+from .runid import RUN_ID_RULE, is_run_id
 
 RUN_METADATA_KEY = "tether_run"
 SUBMISSION_PREFIX = "tether-"
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Ray lets these environment variables override an explicit address, silently.
 _ADDRESS_ENV_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 _ENV_LOCK = threading.Lock()
@@ -88,10 +93,6 @@ class JobRecord:
             end_time=details.end_time / 1000 if details.end_time else None,
             message=details.message,
         )
-
-
-class _Refused(ClusterError):
-    """The dashboard rejected tether's credentials (HTTP 401/403): retrying cannot help."""
 
 
 class _StreamDropped(Exception):
@@ -199,7 +200,7 @@ class JobsClient:
     def _translate(self, exc: BaseException, what: str) -> BaseException:
         if isinstance(exc, AuthenticationError):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "rejected"
-            return _Refused(
+            return DashboardRefused(
                 f"the Ray dashboard at {self.address} refused tether's request while {what}: "
                 f"{first}",
                 hint="the cluster uses token auth: pass its token (`ray get-auth-token` on the "
@@ -265,11 +266,8 @@ class JobsClient:
                 secrets file, never the job), or a run with this id already exists.
             ClusterError: If the dashboard cannot be reached or refuses the job.
         """
-        if not _RUN_ID.fullmatch(run_id):
-            raise ValueError(
-                f"run id {run_id!r} must be 1-128 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
+        if not is_run_id(run_id):
+            raise ValueError(f"run id {run_id!r} must be {RUN_ID_RULE}")
         bad = sorted(k for k, v in metadata.items() if not isinstance(v, str))
         if bad:
             raise ValueError(f"job metadata values must be strings; not: {', '.join(bad)}")
@@ -433,7 +431,7 @@ class JobsClient:
                 if failures and reconnect is not None:
                     try:
                         client = await asyncio.to_thread(reconnect)
-                    except _Refused:
+                    except DashboardRefused:
                         raise
                     except (TetherError, OSError) as exc:
                         raise _StreamDropped(f"reconnecting failed: {exc}") from exc
@@ -442,7 +440,7 @@ class JobsClient:
                 )
                 try:
                     log = await asyncio.to_thread(client.logs, run_id=run_id)
-                except _Refused:
+                except DashboardRefused:
                     raise
                 except ClusterError as exc:
                     raise _StreamDropped(f"reading the final log failed: {exc.message}") from exc
@@ -467,7 +465,7 @@ class JobsClient:
     async def _status_or_drop(self, run_id: str) -> JobStatus:
         try:
             details = await asyncio.to_thread(self._details, run_id)
-        except _Refused:
+        except DashboardRefused:
             raise
         except ClusterError as exc:
             raise _StreamDropped(f"status check failed: {exc.message}") from exc
@@ -517,7 +515,7 @@ class JobsClient:
                     return
                 except aiohttp.WSServerHandshakeError as exc:
                     if exc.status in (401, 403):
-                        raise _Refused(
+                        raise DashboardRefused(
                             f"the Ray dashboard at {self.address} refused the log stream of "
                             f"run {run_id} (HTTP {exc.status})",
                             hint="the cluster uses token auth: pass its token; run `tether doctor`",

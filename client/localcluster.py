@@ -25,6 +25,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -54,6 +55,12 @@ class LocalCluster:
     gcs_address: str  # host:port of the GCS, for ray.init(address=...)
     dashboard_url: str  # http://127.0.0.1:PORT, for the Jobs API
     temp_dir: Path | None  # None when tether did not start it
+
+
+def default_temp_dir() -> Path:
+    """Where tether's own embedded cluster keeps its files: short, because Ray puts unix
+    sockets under it (path limit ~107 bytes), and one per user."""
+    return Path(tempfile.gettempdir()) / f"tether-ray-{os.getuid()}"
 
 
 def free_port() -> int:

@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import paramiko
 
+from .remote_common import CHUNK
+from .remote_sshconn import CHANNEL_ERRORS
+
 _log = logging.getLogger(__name__)
-_CHUNK = 65536
-_CHANNEL_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
 def _splice(sock: socket.socket, chan: paramiko.Channel, stop: threading.Event) -> None:
@@ -27,18 +28,18 @@ def _splice(sock: socket.socket, chan: paramiko.Channel, stop: threading.Event) 
         while not stop.is_set():
             ready, _, _ = select.select([chan, sock] if sock_open else [chan], [], [], 0.5)
             if chan in ready:
-                data = chan.recv(_CHUNK)
+                data = chan.recv(CHUNK)
                 if not data:
                     break  # the remote side is done, or the connection dropped
                 sock.sendall(data)
             if sock in ready:
-                data = sock.recv(_CHUNK)
+                data = sock.recv(CHUNK)
                 if data:
                     chan.sendall(data)
                 else:
                     sock_open = False
                     chan.shutdown_write()
-    except _CHANNEL_ERRORS:
+    except CHANNEL_ERRORS:
         pass
     finally:
         chan.close()

@@ -9,22 +9,21 @@ records each pull as a ``sync`` event line in ``results/<run-id>/.tether-sync.js
 
 from __future__ import annotations
 
-import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tether.cluster.events import Kind, dumps, make_event
+
 from .config import TetherConfig
 from .errors import TetherError
 from .head import Head
 from .localstate import own_folder
+from .runid import check_run_id
 from .sync import SYNC_LOG_NAME, PullResult, pull
-
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -33,15 +32,6 @@ class PullPlan:
     remote_root: str  # the run's results folder on the head
     dest: Path  # results/<run-id>/ on the laptop
     events: Path  # results/<run-id>/.tether-sync.jsonl
-
-
-def check_run_id(run_id: str) -> str:
-    if not _RUN_ID.fullmatch(run_id or "") or ".." in run_id:
-        raise TetherError(
-            f"{run_id!r} is not a run id",
-            hint="run ids look like exp-20261122-101500-ab12: see `tether runs`",
-        )
-    return run_id
 
 
 def plan_pull(*, head: Head, config: TetherConfig, run_id: str) -> PullPlan:
@@ -118,8 +108,9 @@ def summary_line(result: PullResult) -> str:
 
 
 def _event(plan: PullPlan, fields: dict) -> None:
+    """Append a ``sync`` event (the schema's, checked) to the plan's sync log."""
     own_folder(plan.events.parent)
-    line = json.dumps({"kind": "sync", "run": plan.run_id, **fields}, default=str)
+    line = dumps(make_event(kind=Kind.SYNC, run=plan.run_id, **fields))
     with open(plan.events, "a", encoding="utf-8") as f:
         f.write(line + "\n")
 

@@ -25,12 +25,13 @@ from pathlib import Path
 
 from tether.ml.atomic import write_bytes_atomic, write_json_atomic
 
-from .branches import delete_branch, snapshot, validate_branch
+from .branches import Snapshot, delete_branch, snapshot, validate_branch
 from .config import TetherConfig
-from .demo import new_run_id, repo_root
 from .errors import ConfigError
 from .head import Head, open_head
 from .localstate import run_results_dir
+from .repo import repo_root
+from .runid import new_run_id
 
 SECRET_NAMES = ("ANTHROPIC_API_KEY",)
 SPEC_IN_WORKTREE = ".tether/spec.toml"
@@ -94,10 +95,11 @@ def submit_run(
         head.close()
 
 
-def _submit(
-    *, head: Head, spec, spec_path: Path, root: Path, run_id: str, branch: str,
-    config: TetherConfig, secret_names: Sequence[str], echo: Callable[[str], None],
-) -> Submission:  # fmt: skip
+def _snapshot_onto_head(
+    *, head: Head, spec, root: Path, run_id: str, branch: str, echo: Callable[[str], None]
+) -> tuple[Snapshot, str]:
+    """Snapshot the laptop onto the run branch, bring it to the head, add the run's worktree
+    there; a failure before the push deletes the branch again (the laptop stays as it was)."""
     snap = snapshot(
         repo=root,
         branch=branch,
@@ -120,6 +122,40 @@ def _submit(
             delete_branch(repo=root, branch=branch, commit=snap.commit)
         raise
     echo(f"worktree {worktree} on {head.remote.name}")
+    return snap, worktree
+
+
+def _entrypoint(
+    *, head: Head, config: TetherConfig, run_id: str, run_rel: str, worktree: str,
+    secret_names: Sequence[str], echo: Callable[[str], None],
+) -> str:  # fmt: skip
+    """The job's entrypoint; the secrets the run needs go to a mode-600 file on the head."""
+    secrets = {k: os.environ[k] for k in secret_names if os.environ.get(k)}
+    args = [
+        "-m", "tether.cluster.entrypoint", "--run-id", run_id, "--spec", SPEC_IN_WORKTREE,
+        "--run-dir", run_rel,
+        "--heartbeat-s", f"{config.heartbeat.interval_s:g}",
+        "--stall-timeout-s", f"{config.heartbeat.stall_timeout_s:g}",
+    ]  # fmt: skip
+    if secrets:
+        secrets_path = f"{head.runs_path}/.secrets/{run_id}.env"
+        body = "".join(f"{k}={v}\n" for k, v in secrets.items())
+        head.write_file(path=secrets_path, data=body, private=True)
+        args += ["--secrets-file", secrets_path]
+        echo(f"secrets for the run: {', '.join(secrets)} (mode-600 file on the head)")
+    entrypoint = f"cd {shlex.quote(worktree)} && " + " ".join(
+        shlex.quote(a) for a in [head.python, *args]
+    )
+    return entrypoint
+
+
+def _submit(
+    *, head: Head, spec, spec_path: Path, root: Path, run_id: str, branch: str,
+    config: TetherConfig, secret_names: Sequence[str], echo: Callable[[str], None],
+) -> Submission:  # fmt: skip
+    snap, worktree = _snapshot_onto_head(
+        head=head, spec=spec, root=root, run_id=run_id, branch=branch, echo=echo
+    )
     record = {
         "run_id": run_id,
         "spec": spec.name,
@@ -140,22 +176,10 @@ def _submit(
     head.write_file(path=f"{worktree}/{run_rel}/snapshot.diff", data=snap.diff)
     head.write_file(path=f"{worktree}/.tether/.gitignore", data="*\n")
     head.write_file(path=f"{worktree}/{SPEC_IN_WORKTREE}", data=Path(spec_path).read_bytes())
-    secrets = {k: os.environ[k] for k in secret_names if os.environ.get(k)}
-    args = [
-        "-m", "tether.cluster.entrypoint", "--run-id", run_id, "--spec", SPEC_IN_WORKTREE,
-        "--run-dir", run_rel,
-        "--heartbeat-s", f"{config.heartbeat.interval_s:g}",
-        "--stall-timeout-s", f"{config.heartbeat.stall_timeout_s:g}",
-    ]  # fmt: skip
-    if secrets:
-        secrets_path = f"{head.runs_path}/.secrets/{run_id}.env"
-        body = "".join(f"{k}={v}\n" for k, v in secrets.items())
-        head.write_file(path=secrets_path, data=body, private=True)
-        args += ["--secrets-file", secrets_path]
-        echo(f"secrets for the run: {', '.join(secrets)} (mode-600 file on the head)")
-    entrypoint = f"cd {shlex.quote(worktree)} && " + " ".join(
-        shlex.quote(a) for a in [head.python, *args]
-    )
+    entrypoint = _entrypoint(
+        head=head, config=config, run_id=run_id, run_rel=run_rel, worktree=worktree,
+        secret_names=secret_names, echo=echo,
+    )  # fmt: skip
     metadata = {
         "tether_run": run_id,
         "branch": branch,

@@ -28,7 +28,9 @@ The conversation, on the command's stdin and stdout:
    Files excluded by name (include/exclude globs) or by size are decided from the name and
    the lstat size alone: they are never opened or read.
 3. The laptop sends ``{"files": [[path, size, mtime_ns], ...]}`` (the new and changed files it
-   wants), or closes stdin when it wants nothing.
+   wants), or closes stdin when it wants nothing. A file that grew past the laptop's intact
+   copy is asked for as ``[path, size, mtime_ns, offset, sha256]``: ``offset`` is the size of
+   that copy, ``sha256`` its hash.
 4. The agent streams them in that order, each either a skip line ``{"skip": path, "reason":
    text}`` or a frame::
 
@@ -37,8 +39,11 @@ The conversation, on the command's stdin and stdout:
    The file is opened without following a symlink (in its folders either), checked to still
    have the manifest's size and mtime (else skipped as ``changing``), streamed in 1 MiB chunks
    while hashed, and checked again with fstat at the end: ``"ok": false`` means it changed
-   while it was read (a short read is padded with zeros so the framing holds). Last line:
-   ``{"end": n}``.
+   while it was read (a short read is padded with zeros so the framing holds). For an entry
+   with an offset the agent first hashes the file's first ``offset`` bytes: when they match
+   ``sha256`` the frame is the tail only, ``{"f": path, "n": size - offset, "o": offset}``,
+   and its trailer still carries the sha256 of the whole file (prefix and tail); when they do
+   not, the whole file is sent as above. Last line: ``{"end": n}``.
 """
 
 import errno
@@ -243,46 +248,79 @@ def _skip_reason(exc):
     return "unreadable: " + (exc.strerror or str(exc))
 
 
+def _read_prefix(fd, offset, h):
+    """Hash the first ``offset`` bytes of ``fd`` into ``h``; False when they cannot be read."""
+    left = offset
+    while left:
+        try:
+            block = os.read(fd, min(CHUNK, left))
+        except OSError:
+            return False
+        if not block:
+            return False
+        h.update(block)
+        left -= len(block)
+    return True
+
+
+def _frame_start(fd, path, size, item, out):
+    """The hasher of the frame about to be sent, after writing its header: a tail frame
+    (``"o"``) when the laptop asked from an offset and the first ``offset`` bytes hash to the
+    sha256 it holds (it then hashes on over the tail, to the whole file's sha256); else the
+    whole file, from its start."""
+    h = hashlib.sha256()
+    offset = item[3] if len(item) >= 5 else 0
+    if 0 < offset < size and _read_prefix(fd, offset, h) and h.hexdigest() == item[4]:
+        out.write(b'{"f":%s,"n":%d,"o":%d}\n' % (_quote(path), size - offset, offset))
+        return h, size - offset
+    if offset:
+        os.lseek(fd, 0, os.SEEK_SET)
+        h = hashlib.sha256()
+    out.write(b'{"f":%s,"n":%d}\n' % (_quote(path), size))
+    return h, size
+
+
+def _send_one(fd, path, size, mtime_ns, item, out, zeros):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        out.line({"skip": path, "reason": "not a regular file any more"})
+        return False
+    if not _same(st, size, mtime_ns):
+        out.line({"skip": path, "reason": "changing"})
+        return False
+    h, left = _frame_start(fd, path, size, item, out)
+    while left:
+        try:
+            block = os.read(fd, min(CHUNK, left))
+        except OSError:
+            block = b""
+        if not block:
+            break
+        h.update(block)
+        out.write(block)
+        left -= len(block)
+    ok = left == 0
+    while left:  # the file shrank under us: keep the framing, flag the frame
+        out.write(zeros[: min(CHUNK, left)])
+        left -= min(CHUNK, left)
+    ok = ok and _same(os.fstat(fd), size, mtime_ns)
+    out.write(b'{"h":"%s","ok":%s}\n' % (h.hexdigest().encode(), b"true" if ok else b"false"))
+    return True
+
+
 def send(req, out):
     folders = _Folders(req["root"])
     zeros = bytes(CHUNK)
     sent = 0
-    for path, size, mtime_ns in req["files"]:
+    for item in req["files"]:
+        path, size, mtime_ns = item[0], item[1], item[2]
         try:
             fd = folders.open(path)
         except OSError as exc:
             out.line({"skip": path, "reason": _skip_reason(exc)})
             continue
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                out.line({"skip": path, "reason": "not a regular file any more"})
-                continue
-            if not _same(st, size, mtime_ns):
-                out.line({"skip": path, "reason": "changing"})
-                continue
-            out.write(b'{"f":%s,"n":%d}\n' % (_quote(path), size))
-            h = hashlib.sha256()
-            left = size
-            while left:
-                try:
-                    block = os.read(fd, min(CHUNK, left))
-                except OSError:
-                    block = b""
-                if not block:
-                    break
-                h.update(block)
-                out.write(block)
-                left -= len(block)
-            ok = left == 0
-            while left:  # the file shrank under us: keep the framing, flag the frame
-                out.write(zeros[: min(CHUNK, left)])
-                left -= min(CHUNK, left)
-            ok = ok and _same(os.fstat(fd), size, mtime_ns)
-            out.write(
-                b'{"h":"%s","ok":%s}\n' % (h.hexdigest().encode(), b"true" if ok else b"false")
-            )
-            sent += 1
+            sent += _send_one(fd, path, size, mtime_ns, item, out, zeros)
         finally:
             os.close(fd)
     out.line({"end": sent})

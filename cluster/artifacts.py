@@ -15,16 +15,18 @@ checkpoint from the store before it resumes.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import ray
 
+from tether.ml.atomic import file_digest, write_bytes_atomic
+
 from .errors import ClusterRuntimeError
+from .events import HEAD_ACTOR_KINDS, NAMESPACE, head_actor_name
 
 CHUNK_BYTES = 1 << 20
 HEAD = {"node:__internal_head__": 0.001}
@@ -75,11 +77,7 @@ class _FileReceiver:
         f.flush()
         os.fsync(f.fileno())
         f.close()
-        digest = hashlib.sha256()
-        with open(tmp, "rb") as r:
-            for block in iter(lambda: r.read(CHUNK_BYTES), b""):
-                digest.update(block)
-        if tmp.stat().st_size != size or digest.hexdigest() != sha:
+        if file_digest(tmp, chunk_bytes=CHUNK_BYTES) != (size, sha):
             tmp.unlink(missing_ok=True)
             raise ArtifactError(f"{target.name}: size or hash mismatch after transfer; not stored")
         os.replace(tmp, target)
@@ -111,7 +109,10 @@ class ArtifactSink(_FileReceiver):
 def get_sink(*, run_id: str, root: Path, kind: str = "sink"):
     """The run's head-pinned receiver ``<kind>:<run_id>`` (created on first use)."""
     return ArtifactSink.options(
-        name=f"{kind}:{run_id}", namespace="tether", get_if_exists=True, lifetime="detached"
+        name=head_actor_name(kind=kind, run_id=run_id),
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        lifetime="detached",
     ).remote(str(root))
 
 
@@ -119,9 +120,9 @@ def release_sinks(*, run_id: str) -> int:
     """End the run's sink and head checkpoint-store actors (their files stay on disk; a
     resumed run makes new ones). Returns how many were running."""
     n = 0
-    for kind in ("sink", "ckpt"):
+    for kind in HEAD_ACTOR_KINDS:
         try:
-            actor = ray.get_actor(f"{kind}:{run_id}", namespace="tether")
+            actor = ray.get_actor(head_actor_name(kind=kind, run_id=run_id), namespace=NAMESPACE)
         except ValueError:
             continue
         ray.kill(actor, no_restart=True)
@@ -129,24 +130,16 @@ def release_sinks(*, run_id: str) -> int:
     return n
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
-
-
-def _send(sink, rel: str, path: Path) -> str:
-    size, sha = file_digest(path)
-    handle = ray.get(sink.begin.remote(rel, size, sha))
+def _send(sink, rel: str, path: Path) -> tuple[str, tuple[int, str]]:
+    """Stream ``path`` to ``sink`` as ``rel``; returns where the sink stored it and the
+    ``(size, sha256)`` the sink verified it against."""
+    digest = file_digest(path, chunk_bytes=CHUNK_BYTES)
+    handle = ray.get(sink.begin.remote(rel, *digest))
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
                 ray.get(sink.write.remote(handle, chunk))
-        return ray.get(sink.commit.remote(handle))
+        return ray.get(sink.commit.remote(handle)), digest
     except BaseException:
         sink.abort.remote(handle)
         raise
@@ -156,6 +149,8 @@ def _send(sink, rel: str, path: Path) -> str:
 class ShipResult:
     sent: list[str]
     skipped: list[str]  # excluded by the rules or over the size cap
+    # sent path -> (size, sha256), as the sink verified it: the artifact events' digest
+    digests: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 def ship_artifacts(
@@ -170,7 +165,7 @@ def ship_artifacts(
     """Stream every file under ``root`` that the rules allow to ``sink`` (under ``prefix``).
     Symlinks are not followed; excluded and oversized files are never read."""
     root = Path(root)
-    sent, skipped = [], []
+    sent, skipped, digests = [], [], {}
     cap = max_file_mb * 1024 * 1024
     for path in sorted(root.rglob("*")):
         if path.is_symlink() or not path.is_file():
@@ -183,8 +178,10 @@ def ship_artifacts(
         if not allowed or path.stat().st_size > cap:
             skipped.append(rel)
             continue
-        sent.append(_send(sink, f"{prefix}/{rel}" if prefix else rel, path))
-    return ShipResult(sent=sent, skipped=skipped)
+        stored, digest = _send(sink, f"{prefix}/{rel}" if prefix else rel, path)
+        sent.append(stored)
+        digests[stored] = digest
+    return ShipResult(sent=sent, skipped=skipped, digests=digests)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -241,8 +238,6 @@ class UriCheckpointStore:
 
 
 def _write_local(dest: Path, data: bytes) -> None:
-    from tether.ml.atomic import write_bytes_atomic
-
     write_bytes_atomic(dest, data)
 
 

@@ -4,10 +4,10 @@ The driver (the job's entrypoint, on the head node) starts the run's monitor, th
 stage submits one Ray task with the stage's resources (``num_cpus``, ``num_gpus``,
 ``memory_mb``), ``max_retries`` (Ray retries a task whose worker or node died) and
 ``retry_exceptions`` (also retry application errors; off by default), and waits for it at
-most ``timeout_s`` (then cancels it). The task reports through its own reporter (heartbeat,
-progress, ``stage`` events, log lines), writes its files into a local folder and ships them
-to ``<run_dir>/<stage>/`` through the run's artifact sink: tasks never write into the head's
-run directory themselves.
+most ``timeout_s`` (then cancels it). The task (``cluster.stage_task``) reports through its
+own reporter (heartbeat, progress, ``stage`` events, log lines), writes its files into a local
+folder and ships them to ``<run_dir>/<stage>/`` through the run's artifact sink: tasks never
+write into the head's run directory themselves.
 
 After a stage succeeds the driver commits ``<run_dir>/<stage>/`` on the run branch in the
 worktree (one committer; checkpoints and oversized files never staged) with a conventional
@@ -20,13 +20,7 @@ in the run directory, the error and last log lines are in the events and ``PROGR
 
 from __future__ import annotations
 
-import collections
 import hashlib
-import io
-import os
-import shutil
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -39,19 +33,17 @@ from pydantic import BaseModel, Field
 
 from tether.ml.atomic import write_json_atomic
 
-from .artifacts import file_digest, get_sink, release_sinks, ship_artifacts
+from .artifacts import release_sinks
 from .errors import ClusterRuntimeError
 from .events import make_event
-from .gitstage import CHECKPOINT_GLOBS, StageCommitError, StageCommitter
+from .gitstage import StageCommitError, StageCommitter
 from .monitor import start_monitor
-from .reporter import MonitorTransport, Reporter, set_default_reporter
 from .spec import ExperimentSpec, StageSpec
-from .stages import StageContext, StageError, StageOutcome, body_for
+from .stage_task import LAST_LINES, stage_task
+from .stages import StageError
 
 STATE_FILE = "run_state.json"
-STAGE_FILE = "stage.json"  # <run_dir>/<stage>/stage.json: how the stage went
 COMMAND_GRACE_S = 15.0  # a command stage stops itself at timeout_s; the driver waits this longer
-LAST_LINES = 30
 
 
 class PipelineError(ClusterRuntimeError):
@@ -102,144 +94,6 @@ def read_state(run_dir: Path) -> RunState | None:
 
 def _save_state(run_dir: Path, state: RunState) -> None:
     write_json_atomic(Path(run_dir) / STATE_FILE, state.model_dump())
-
-
-# --------------------------------------------------------------------------- the stage task
-
-
-class _Tee(io.TextIOBase):
-    """Stdout/stderr of a function stage: still printed (the job log), and each complete
-    line also sent as a ``log`` event and kept for the error report."""
-
-    def __init__(self, original, reporter: Reporter, stream: str, last: collections.deque):
-        self.original, self.reporter, self.stream, self.last = original, reporter, stream, last
-        self._buf = ""
-
-    def write(self, s: str) -> int:
-        self.original.write(s)
-        self._buf += s
-        while "\n" in self._buf:
-            line, self._buf = self._buf.split("\n", 1)
-            self.reporter.log(line, stream=self.stream)
-            self.last.append(line)
-        return len(s)
-
-    def flush(self) -> None:
-        self.original.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-
-def _stage_task(job: dict) -> dict:
-    """One stage, inside a Ray worker. Returns the outcome; raises StageError on failure
-    (after reporting it and shipping whatever files the stage wrote)."""
-    spec = ExperimentSpec.model_validate(job["spec"])
-    stage = StageSpec.model_validate(job["stage"])
-    run_id = job["run_id"]
-    reporter = Reporter(
-        transport=MonitorTransport.for_run(run_id=run_id),
-        run_id=run_id,
-        stage=stage.name,
-        heartbeat_s=job["heartbeat_s"],
-    )
-    previous = set_default_reporter(reporter)  # user code may call cluster.reporter.report()
-    sink = get_sink(run_id=run_id, root=Path(job["run_dir"]))
-    scratch = Path(tempfile.mkdtemp(prefix=f"tether-{stage.name}-"))
-    out_dir = scratch / "out"
-    out_dir.mkdir()
-    worktree = Path(job["worktree"])
-    if not worktree.is_dir():  # a node without the head's disk: the job's own code package
-        worktree = Path.cwd()
-    node = ray.get_runtime_context().get_node_id()
-    ctx = StageContext(
-        run_id=run_id,
-        stage=stage,
-        spec=spec,
-        out_dir=out_dir,
-        worktree=worktree,
-        reporter=reporter,
-        checkpoint_root=Path(job["checkpoint_root"]),
-        fetch=lambda rel: ray.get(sink.read.remote(rel)),
-        branch=job.get("branch"),
-    )
-    last: collections.deque = collections.deque(maxlen=LAST_LINES)
-    saved = sys.stdout, sys.stderr
-    sys.stdout = _Tee(saved[0], reporter, "stdout", last)
-    sys.stderr = _Tee(saved[1], reporter, "stderr", last)
-    cwd = os.getcwd()
-    started = time.time()
-    reporter.stage(stage.name, "started", node=node, pid=os.getpid())
-    secrets = job.get("secrets") or {}
-    saved_env = {k: os.environ.get(k) for k in secrets}
-    try:
-        os.chdir(worktree)
-        os.environ.update(secrets)
-        try:
-            outcome = body_for(stage)(ctx)
-        except BaseException as exc:
-            lines = list(getattr(exc, "last_lines", None) or last)
-            error = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
-            _finish_files(ctx, sink, status="failed", started=started, error=error)
-            reporter.stage(stage.name, "failed", error=error, last_log_lines=lines[-LAST_LINES:])
-            reporter.close(timeout=30)
-            raise StageError(error, last_lines=lines) from None
-        shipped = _finish_files(ctx, sink, status="finished", started=started, outcome=outcome)
-        reporter.stage(stage.name, "finished", summary=outcome.summary, files=len(shipped))
-        reporter.close(timeout=30)
-        return {
-            "summary": outcome.summary,
-            "data": outcome.data,
-            "files": shipped,
-            "node": node,
-            "seconds": time.time() - started,
-        }
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        os.chdir(cwd)
-        sys.stdout, sys.stderr = saved
-        set_default_reporter(previous)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _finish_files(
-    ctx: StageContext,
-    sink,
-    *,
-    status: str,
-    started: float,
-    outcome: StageOutcome | None = None,
-    error: str | None = None,
-) -> list[str]:
-    """Write ``stage.json`` and ship the stage's folder; a failed stage ships its partial
-    files too (a shipping error then must not hide the stage's own error)."""
-    record = {
-        "stage": ctx.stage.name,
-        "status": status,
-        "started": started,
-        "ended": time.time(),
-        "summary": outcome.summary if outcome else None,
-        "data": outcome.data if outcome else None,
-        "error": error,
-    }
-    write_json_atomic(ctx.out_dir / STAGE_FILE, record)
-    try:
-        res = ship_artifacts(
-            sink=sink, root=ctx.out_dir, prefix=ctx.stage.name, exclude=CHECKPOINT_GLOBS
-        )
-    except Exception:
-        if status == "failed":
-            return []
-        raise
-    for rel in res.sent:
-        local = ctx.out_dir / Path(rel).relative_to(ctx.stage.name)
-        size, sha = file_digest(local)
-        ctx.reporter.forward({"kind": "artifact", "path": rel, "bytes": size, "sha256": sha})
-    return res.sent
 
 
 # --------------------------------------------------------------------------- the driver
@@ -483,7 +337,7 @@ def _run_stage(
 
 
 # A fresh worker process per stage: no imported user code, state or GPU memory carries over.
-_remote_stage = ray.remote(max_calls=1)(_stage_task)
+_remote_stage = ray.remote(max_calls=1)(stage_task)
 
 
 def _fail_for_task(monitor, driver: _DriverEvents, *, stage: str, since: int, error: str) -> None:

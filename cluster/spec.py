@@ -52,16 +52,30 @@ BUILTIN_STAGES = ("setup", "test", "train", "evaluate", "visualize", "analyze", 
 NEEDS_TRAIN = ("evaluate", "visualize", "analyze", "report")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_BRANCH_BAD = re.compile(r"(\.\.|[\s~^:?*\[\\]|@\{|//|^/|/$|\.lock$|^-|\.$)")
+# The one branch-name rule, for the spec here and for the laptop (client.branches): characters
+# a shell cannot misread, and nothing `git check-ref-format` refuses.
+BRANCH_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+BRANCH_BAD = re.compile(r"(\.\.|[\s~^:?*\[\\]|@\{|//|^/|/$|\.lock$|^-|\.$)")
 
 
 class SpecError(ClusterRuntimeError):
     """The experiment spec is missing, malformed or invalid."""
 
 
+def is_safe_branch_name(name: object) -> bool:
+    """Whether ``name`` is a branch name no shell can misread and git does not refuse: letters,
+    digits, ``.``, ``_``, ``-`` and ``/``; no ``..``, ``//``, leading ``-`` or ``/``, trailing
+    ``/``, ``.`` or ``.lock``."""
+    return (
+        isinstance(name, str)
+        and BRANCH_CHARS.fullmatch(name) is not None
+        and not BRANCH_BAD.search(name)
+    )
+
+
 def check_branch_name(name: str) -> str:
     """Refuse branch names git would refuse or a shell could misread (``..``, spaces, ``;``)."""
-    if not name or _BRANCH_BAD.search(name) or not re.fullmatch(r"[A-Za-z0-9._/-]+", name):
+    if not is_safe_branch_name(name):
         raise ValueError(
             f"{name!r} is not a safe branch name: use letters, digits, '.', '_', '-' and '/' "
             "(no '..', spaces or shell characters)"

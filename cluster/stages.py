@@ -35,8 +35,9 @@ from typing import Any
 
 from tether.ml.atomic import write_bytes_atomic, write_json_atomic
 
+from .batch_reporter import Reporter
+from .command_stage import run_command_stage
 from .errors import ClusterRuntimeError
-from .reporter import Reporter, run_command_stage
 from .spec import ExperimentSpec, StageSpec
 
 RESULTS_FILE = "training_results.json"
@@ -96,7 +97,7 @@ class StageContext:
 
 
 def run_setup(ctx: StageContext) -> StageOutcome:
-    from .reporter import heartbeat_fields
+    from .probe import heartbeat_fields
 
     packages = {}
     for name in ("torch", "ray", "numpy", "pydantic", "anthropic", "textual"):

@@ -1,9 +1,20 @@
 """Print a run's events as JSON lines as they arrive: ``python -m tether.cluster.stream RUN_ID``.
 
-Runs on the head node (``tether watch`` reads its stdout over SSH). Prints every event with
-``seq > --since`` once, in seq order, one JSON object per line, flushed; exits 0 when the
-run is terminal and every event is printed, 2 when no monitor exists for the run. When the
-monitor actor is restarting it waits and carries on from the last printed seq.
+Runs on the head node (``tether watch`` and ``tether events`` read its stdout over SSH).
+Prints every event with ``seq > --since`` once, in seq order, one JSON object per line,
+flushed; exits 0 when the run is terminal and every event is printed, 2 when no monitor exists
+for the run (or no Ray cluster answers). When the monitor actor is restarting it waits and
+carries on from the last printed seq. ``--once``: print the events there are now and exit 0
+(``tether events`` without ``-f``).
+
+Which cluster: ``--address`` (default ``auto``, Ray's own lookup: right on a head with one
+cluster), or ``--dashboard-port P``: the cluster whose dashboard serves port P on this machine,
+its GCS address read from that dashboard process's command line. The laptop passes the
+profile's ``dashboard_port`` (``client/eventstream.py``): on a machine with several clusters
+(the embedded one beside a test suite's, or two users' on one head) ``auto`` may pick another.
+A loopback cluster (the embedded one, Ray's single-machine mode) is reached only when Ray is
+imported with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: ``main`` sets it for a loopback address
+before it imports Ray (so Ray is imported in the functions, not at the top of this module).
 """
 
 from __future__ import annotations
@@ -11,23 +22,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
-import ray
-
-from .events import dumps
-from .monitor import NAMESPACE, MonitorError, MonitorNotFoundError, get_monitor
+from .errors import ClusterRuntimeError
+from .events import NAMESPACE, dumps
 
 PAGE = 1000  # events asked for per call
+# Ray's single-machine mode, needed to reach a cluster bound to loopback (client/localcluster.py)
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_LOOPBACK_HOSTS = ("127.", "localhost:", "[::1]:", "::1:")
 
-# The monitor died or is being restarted by Ray: wait, look it up again, go on.
-_RESTARTING = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError)
 
-
-class StreamError(MonitorError):
+class StreamError(ClusterRuntimeError):
     """The monitor stayed unreachable; the message says for how long."""
 
 
@@ -46,7 +56,14 @@ def stream_events(
     """Write each event with ``seq > since`` to ``out`` as one JSON line, in order, until the
     run is terminal and all its events are written (or ``is_done()`` says stop). Returns the
     last seq written (``since`` if none). Raises :class:`MonitorNotFoundError` when the run
-    has no monitor, :class:`StreamError` when the monitor is unreachable for ``reconnect_s``."""
+    has no monitor, :class:`StreamError` when the monitor is unreachable for ``reconnect_s``.
+    ``is_done`` is asked each time the stream has caught up with the monitor."""
+    import ray
+
+    from .monitor import MonitorNotFoundError, get_monitor
+
+    # The monitor died or is being restarted by Ray: wait, look it up again, go on.
+    restarting = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError)
     handle = get_monitor(run_id=run_id)
     last = since
     down_since: float | None = None
@@ -62,7 +79,7 @@ def stream_events(
                         handle.events.remote(since_seq=page[-1]["seq"] if page else last),
                         timeout=call_timeout_s,
                     )
-        except _RESTARTING as exc:
+        except restarting as exc:
             now = clock()
             down_since = now if down_since is None else down_since
             if now - down_since > reconnect_s:
@@ -86,13 +103,33 @@ def stream_events(
             out.flush()
         if terminal and len(page) < PAGE:
             return last
-        if is_done is not None and is_done():
+        if is_done is not None and len(page) < PAGE and is_done():
             return last
         if len(page) < PAGE:
             sleep(poll_s)
 
 
-def main(argv: list[str] | None = None) -> int:
+def gcs_address_for_dashboard(*, port: int) -> str | None:
+    """The GCS address (host:port) of the Ray cluster whose dashboard serves ``port`` on this
+    machine, from that dashboard process's ``--gcs-address``; None when none serves it."""
+    import psutil
+
+    script = os.path.join("dashboard", "dashboard.py")
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []  # None for another user's process
+        if f"--port={port}" not in cmdline or not any(p.endswith(script) for p in cmdline):
+            continue
+        for part in cmdline:
+            if part.startswith("--gcs-address="):
+                return part.split("=", 1)[1]
+    return None
+
+
+def _is_loopback(address: str) -> bool:
+    return address.startswith(_LOOPBACK_HOSTS)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tether.cluster.stream", description="Print a run's events as JSON lines."
     )
@@ -100,22 +137,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", type=int, default=0, help="print events after this seq")
     parser.add_argument("--poll-s", type=float, default=0.5, help="seconds between polls")
     parser.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="with the default --address: the cluster whose dashboard serves this port here",
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="print the events there are now, then exit"
+    )
     args = parser.parse_args(argv)
     if args.since < 0 or args.poll_s <= 0:
         parser.error("--since must be >= 0 and --poll-s > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    address = args.address
+    if args.dashboard_port is not None and address == "auto":
+        address = gcs_address_for_dashboard(port=args.dashboard_port)
+        if address is None:
+            print(
+                f"stream: cannot connect to Ray: no Ray dashboard serves port "
+                f"{args.dashboard_port} on this machine",
+                file=sys.stderr,
+            )
+            return 2
+    if _is_loopback(address):  # before Ray is imported: it reads this once
+        os.environ[SINGLE_MACHINE_ENV] = "0"
+    import ray
+
+    from .monitor import MonitorNotFoundError
+
     try:
         ray.init(
-            address=args.address,
+            address=address,
             namespace=NAMESPACE,
             log_to_driver=False,
             logging_level=logging.WARNING,
             ignore_reinit_error=True,
         )
     except ConnectionError as exc:
-        print(f"stream: cannot connect to Ray at {args.address!r}: {exc}", file=sys.stderr)
+        print(f"stream: cannot connect to Ray at {address!r}: {exc}", file=sys.stderr)
         return 2
     try:
-        stream_events(run_id=args.run_id, since=args.since, out=sys.stdout, poll_s=args.poll_s)
+        stream_events(
+            run_id=args.run_id,
+            since=args.since,
+            out=sys.stdout,
+            poll_s=args.poll_s,
+            is_done=(lambda: True) if args.once else None,
+        )
     except MonitorNotFoundError as exc:
         print(f"stream: {exc}", file=sys.stderr)
         return 2

@@ -11,31 +11,36 @@ from pathlib import Path
 
 from tether.ml.train import CHECKPOINT_NAME, Callback, TrainConfig, fit
 
-from .reporter import Reporter
+from .attempts import task_attempt
+from .batch_reporter import Reporter
 
 
 class ReporterCallback(Callback):
     """Training progress as events: a progress event per step (loss, non-blocking), and per
     epoch the full train and ``val_`` metrics with ``epoch_end`` (what the monitor's live
-    alerts read), flushed before the next epoch starts."""
+    alerts read), flushed before the next epoch starts. A run that resumes from a checkpoint
+    (a retried task, or a resumed run) says so first: a ``stage`` start with its attempt
+    number and ``resumed_from_epoch``."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
+
+    def on_train_start(self, *, config, start_epoch: int, total_epochs: int) -> None:
+        attempt = task_attempt()
+        if start_epoch > 1 or (attempt or 1) > 1:
+            self.reporter.stage(
+                self.reporter.stage_name or "train",
+                "started",
+                attempt=attempt,
+                resumed_from_epoch=start_epoch - 1,
+            )
 
     def on_step(self, *, epoch: int, step: int, loss: float) -> None:
         self.reporter.report(step=step, epoch=epoch, metrics={"loss": loss})
 
     def on_epoch_end(self, *, epoch, train, val, best_epoch) -> None:
         metrics = {**train, **{f"val_{k}": v for k, v in val.items()}}
-        self.reporter.forward(
-            {
-                "kind": "progress",
-                "step": None,
-                "epoch": epoch,
-                "metrics": metrics,
-                "epoch_end": True,
-            }
-        )
+        self.reporter.report(epoch=epoch, metrics=metrics, epoch_end=True)
         # Once per epoch, wait for the monitor's ack: an epoch summary must survive a worker
         # killed in the next epoch (queued events die with the process).
         self.reporter.flush(timeout=30)

@@ -3,6 +3,8 @@
 Precision, recall and F1 are macro averages over the classes (each class counts the same).
 Rows of the matrix are true classes, columns predicted classes. The laptop-side analysis
 uses this module to recompute a report's numbers from the matrix it holds.
+
+``lower_is_better`` is the one rule, for every module, of which way a metric improves.
 """
 
 from __future__ import annotations
@@ -11,6 +13,28 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from .errors import MLError
+
+# A metric whose name contains one of these gets better as it falls (loss, val_mse,
+# latency_ms, epoch_seconds, perplexity ...); any other metric gets better as it rises.
+LOWER_IS_BETTER_WORDS = (
+    "loss",
+    "mse",
+    "mae",
+    "rmse",
+    "error",
+    "perplexity",
+    "nll",
+    "latency",
+    "_ms",
+    "seconds",
+    "time",
+)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower value of ``metric`` is better (``LOWER_IS_BETTER_WORDS``, any case)."""
+    name = metric.lower()
+    return any(word in name for word in LOWER_IS_BETTER_WORDS)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,13 @@ class ResultsError(MLError):
     """A training_results.json is missing, not JSON, or does not match the schema."""
 
 
+# What to do about any of them (the CLI prints it as the error's hint).
+RESULTS_HINT = (
+    "give the training_results.json a run wrote (tether.ml.train); its schema is in "
+    "docs/training_results.md"
+)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -162,11 +169,13 @@ def read_training_results(path: Path) -> TrainingResults:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ResultsError(f"{path}: not found") from None
+        raise ResultsError(f"{path}: not found", hint=RESULTS_HINT) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        raise ResultsError(
+            f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})", hint=RESULTS_HINT
+        ) from None
     return parse_training_results(data, source=str(path))
 
 
@@ -186,4 +195,6 @@ def parse_training_results(data: object, *, source: str) -> TrainingResults:
                 got = f" (got {err['input']!r})" if "input" in err else ""
                 got = got if len(got) < 80 else got[:76] + "...)"
                 lines.append(f"{source}: {key}: {err['msg']}{got}")
-        raise ResultsError("invalid training results:\n  " + "\n  ".join(lines)) from None
+        raise ResultsError(
+            "invalid training results:\n  " + "\n  ".join(lines), hint=RESULTS_HINT
+        ) from None

@@ -19,14 +19,13 @@ from tether.client.branches import (
     BranchInfo,
     GitError,
     GitHostKeyError,
-    HeadRepo,
     Snapshot,
     WorktreeInfo,
     snapshot,
-    ssh_git_env,
     validate_branch,
 )
 from tether.client.errors import HostKeyError, TetherError
+from tether.client.headrepo import HeadRepo, ssh_git_env
 from tether.client.remote import LocalRemote, SSHRemote
 
 BAD_NAMES = [

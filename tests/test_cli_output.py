@@ -22,7 +22,7 @@ from rich.console import Console
 from tether.client.branches import BranchInfo
 from tether.client.jobs import JobRecord, JobsClient
 from tether.client.output import make_console, styled, write_raw
-from tether.client.runcli import print_branches, print_runs
+from tether.client.runviews import print_branches, print_runs
 
 TETHER = str(Path(sys.executable).with_name("tether"))
 

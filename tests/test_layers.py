@@ -24,21 +24,28 @@ FORBIDDEN = {
     },
     "cluster": {"tether.client", "textual", "fabric"},
 }
-# The one piece of cluster/ the laptop uses: the spec schema, validated before a submit.
-CLIENT_MAY_USE = {"tether.cluster", "tether.cluster.spec", "tether.cluster.errors"}
+# The pieces of cluster/ the laptop uses: the spec schema, validated before a submit, and the
+# event schema, which the event stream checks what the head sends against (both ray-free).
+CLIENT_MAY_USE = {
+    "tether.cluster",
+    "tether.cluster.spec",
+    "tether.cluster.errors",
+    "tether.cluster.events",
+}
 # Modules the laptop CLI imports: they must not import torch at module level.
 TORCH_FREE = tuple(f"tether.{m}" for m in (
     "ml.diagnose", "ml.report", "ml.plots", "ml.metrics", "ml.metrics_csv", "ml.llm",
     "ml.results", "ml.atomic", "ml.errors", "ml.tomlfile", "ml.train_config", "ml.workloads",
-    "ml.models.config", "cluster.spec"))  # fmt: skip
+    "ml.models.config", "cluster.spec", "cluster.events"))  # fmt: skip
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, *, root: Path = ROOT) -> set[str]:
     """Top-level package names and full dotted names imported by ``path`` (module level and
-    inside functions), relative imports resolved against the package."""
+    inside functions), relative imports resolved against the package of ``path`` below
+    ``root`` (the repository)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     # client/x.py is tether.client.x: the folders are the tether namespace's subpackages
-    package = ".".join(("tether", *path.relative_to(ROOT).with_suffix("").parts[:-1]))
+    package = ".".join(("tether", *path.relative_to(root).with_suffix("").parts[:-1]))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -79,17 +86,16 @@ def test_package_imports_respect_the_layers(package):
 
 
 def test_the_checker_sees_a_violation(tmp_path):
-    pkg = ROOT / "client"
-    f = pkg / "_layer_probe_tmp.py"
+    # A copy of the repository's layout under tmp_path: client/ there resolves as in the repo.
+    f = tmp_path / "client" / "sub" / "_layer_probe.py"
+    f.parent.mkdir(parents=True)
     f.write_text(
         "import ray.util\nfrom torch import nn\nfrom tether.ml.models import x\n"
-        "from ..cluster import pipeline\n"
+        "from ...cluster import pipeline\nfrom . import sibling\n"
     )
-    try:
-        found = _imports(f)
-    finally:
-        f.unlink()
+    found = _imports(f, root=tmp_path)
     assert {"ray", "torch", "tether.ml.models", "tether.ml", "tether.cluster.pipeline"} <= found
+    assert "tether.client.sub.sibling" in found  # relative to the package of the file
 
 
 def test_the_laptop_cli_and_analysis_never_load_torch():
@@ -107,7 +113,11 @@ def test_the_laptop_cli_and_analysis_never_load_torch():
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
 
-OLD_NAMES = re.compile(r"(?:\b(?:from|import) |-m )(?:client|cluster|ml)(?:\.|\s|$)", re.M)
+# An old top-level name after `from`, `import` (also later in a list: `import sys, <old>.x`)
+# or `-m`.
+OLD_NAMES = re.compile(
+    r"(?:\b(?:from|import) (?:[\w.]+(?: as \w+)?, *)*|-m )(?:client|cluster|ml)(?:\.|\s|$)", re.M
+)
 
 
 def test_nothing_names_our_modules_by_the_old_top_level_names():
@@ -136,4 +146,5 @@ def test_nothing_names_our_modules_by_the_old_top_level_names():
     old = "cluster"  # spelled apart, so this file does not match itself
     assert OLD_NAMES.search("x = 1\nfrom ml" + ".data import y\n")  # the pattern sees one
     assert OLD_NAMES.search(f'"python -m {old}.stream"')
+    assert OLD_NAMES.search('"import sys, ' + old + '.spec; "')  # in a list of imports too
     assert not OLD_NAMES.search("from tether.ml.data import y; import mlflow")

@@ -481,7 +481,7 @@ def test_cost_table():
 
 def test_importing_llm_loads_no_torch_nor_the_sdk():
     code = (
-        "import sys, ml.llm; "
+        "import sys, tether.ml.llm; "
         "bad = {'torch', 'ray', 'fabric', 'textual', 'anthropic'} & set(sys.modules); "
         "assert not bad, bad"
     )

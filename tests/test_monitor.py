@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import ray
 
+from tether.cluster.eventlog import EventLogCorruptError
 from tether.cluster.events import EventError, Health, Kind, make_event, validate_event
 from tether.cluster.monitor import (
     HEAD_NODE_RESOURCE,
-    EventLogCorruptError,
     MonitorCore,
     MonitorNotFoundError,
     get_monitor,

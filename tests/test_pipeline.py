@@ -57,6 +57,15 @@ def die(ctx):
 
 def sleepy():
     time.sleep(60)
+
+def die_once(ctx):
+    marker = ctx.worktree / "die-once.txt"
+    print("flaky attempt starts")
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        ctx.reporter.flush(timeout=10)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
 """
 
 
@@ -283,6 +292,40 @@ def test_a_stalled_stage_is_flagged_and_a_killed_one_is_failed_with_its_last_lin
         "failed",
     )
     assert "die FAILED" in (run.run_dir / "PROGRESS.txt").read_text()
+
+
+def test_a_stage_retried_after_its_worker_died_says_so_and_the_dead_worker_is_marked(
+    ray_driver, run
+):
+    spec = run.spec(
+        """
+        [[stages]]
+        name = "flaky"
+        run = "MOD:die_once"
+        max_retries = 1
+        """
+    )
+    # A heartbeat every 30 s: the run ends long before two intervals pass without one, so
+    # only the retry can say that the first worker is dead.
+    result = _go(run, spec, heartbeat_s=30, commit=False)
+    assert result.status == "succeeded", result.error
+    events = run.events()
+    starts = [
+        e for e in events
+        if e["kind"] == "stage" and e["stage"] == "flaky" and e["status"] == "started"
+    ]  # fmt: skip
+    assert [e["attempt"] for e in starts] == [1, 2]
+    first, second = starts[0]["worker"], starts[1]["worker"]
+    assert first != second and starts[0]["pid"] == int((run.worktree / "die-once.txt").read_text())
+    dead = [e for e in events if e["kind"] == "alert" and e["code"] == "health:dead"]
+    assert [e["worker"] for e in dead] == [first]
+    assert dead[0]["seq"] > starts[1]["seq"]  # the retry's start told the monitor
+    assert f"flaky was retried on worker {second} (attempt 2)" in dead[0]["message"]
+    summary = ray.get(ray.get_actor(f"run:{run.run_id}", namespace="tether").summary.remote())
+    health = {w["worker"]: w["health"] for w in summary["workers"]}
+    assert (health[first], health[second]) == ("dead", "finished")
+    progress = (run.run_dir / "PROGRESS.txt").read_text()
+    assert f"flaky started on {second} (attempt 2)" in progress
 
 
 def test_timeouts_and_red_tests_stop_the_run(ray_driver, run, git_repo):

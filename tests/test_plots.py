@@ -170,7 +170,8 @@ def test_nan_inf_floats_and_all_none_series_still_plot(tmp_path: Path) -> None:
     train = {"loss": [1.0, 0.5, float("inf"), float("nan"), float("nan")]}
     val = {"loss": [None] * 5}
     path = tmp_path / "c.png"
-    read_png(plots.training_curves(train=train, val=val, path=path, best_epoch=2))
+    img = read_png(plots.training_curves(train=train, val=val, path=path, best_epoch=2))
+    assert count_color(img, RED) > 150  # the inf/NaN epochs are marked, not silently dropped
 
 
 def test_best_epoch_line_is_drawn(tmp_path: Path, plain_curves) -> None:
@@ -201,6 +202,23 @@ def test_correlation_handles_constant_and_sparse_columns(tmp_path: Path) -> None
         "const": [1.0] * 10,
         "sparse": [1.0, None, None, None, None, None, None, None, None, 2.0],
     }
+    names, r, shared = plots.correlation_matrix(columns=cols)
+    assert names == ["a", "b", "const", "sparse"]
+    assert r[0, 1] == pytest.approx(-1.0) and r[0, 0] == pytest.approx(1.0)
+    # const has no variance, sparse only 2 finite rows: every pair with them is undefined
+    assert np.isnan(r[2]).all() and np.isnan(r[:, 3]).all()
+    assert shared[0, 3] == 2 and shared[0, 2] == 10
+    fig = plots.correlation_figure(columns=cols)
+    ax = fig.axes[0]
+    cells = {(round(t.get_position()[1] - 0.5), round(t.get_position()[0] - 0.5)): t.get_text()
+             for t in ax.texts}  # fmt: skip
+    # Every cell is written exactly once: r where it is defined, "n/a" where it is not.
+    assert len(ax.texts) == 16 and len(cells) == 16
+    assert cells[(0, 1)] == cells[(1, 0)] == "-1.00" and cells[(0, 0)] == "+1.00"
+    na = {(i, j) for i in range(4) for j in range(4) if i in (2, 3) or j in (2, 3)}
+    assert {c for c, text in cells.items() if text == "n/a"} == na
+    assert "fewest shared: 2" in ax.get_title()
+    # The same figure, saved: a real PNG.
     read_png(plots.correlation_heatmap(columns=cols, path=tmp_path / "c.png"))
 
 

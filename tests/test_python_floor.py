@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "wandb"
 FLOOR = (3, 10)
 # What `tether --help`, `tether analyze --csv` and spec/config validation import.
-FLOOR_DEPS = ("pydantic", "rich", "matplotlib", "seaborn", "tomli")
+FLOOR_DEPS = ("pydantic", "rich", "matplotlib", "seaborn", "scipy", "tomli")
 
 pytestmark = pytest.mark.slow
 

@@ -352,6 +352,18 @@ def test_home_and_expand(remote):
     assert remote.run(f"test -d {shlex.quote(remote.expand('~/'))}").ok
 
 
+def test_both_remotes_reconnect_and_then_run_and_stream(remote):
+    """``reconnect`` is part of the Remote protocol: a new connection over SSH, nothing to do
+    locally; either way the next commands and binary streams run."""
+    first = client_port(remote) if isinstance(remote, SSHRemote) else None
+    remote.reconnect()
+    assert remote.run("echo again").stdout == "again\n"
+    if first is not None:
+        assert client_port(remote) != first  # a new TCP connection
+    with remote.open_binary("cat", stdin=b"\x00after\xff") as out:
+        assert out.read() == b"\x00after\xff"
+
+
 def test_sftp_is_the_connections_session_and_survives_reconnect(ssh_remote, tmp_path):
     sftp = ssh_remote.sftp()
     assert ssh_remote.sftp() is sftp

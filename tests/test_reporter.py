@@ -14,19 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from tether.cluster.command_stage import TetherLineError, parse_tether_line, run_command_stage
+from tether.cluster.events import NAMESPACE as MONITOR_NAMESPACE
+from tether.cluster.events import monitor_name
 from tether.cluster.reporter import (
-    MONITOR_NAMESPACE,
-    JsonlTransport,
-    MonitorTransport,
     Reporter,
     ReporterConfigError,
-    TetherLineError,
     get_reporter,
-    monitor_name,
-    parse_tether_line,
-    run_command_stage,
     set_default_reporter,
 )
+from tether.cluster.transports import JsonlTransport, MonitorTransport
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -560,7 +557,7 @@ class _FakeNvml:
     ("visible", "indices"), [(None, [0, 1]), ("1", [1]), ("GPU-bbb,GPU-aaa", [1, 0]), ("", [])]
 )
 def test_gpu_probe_reads_the_visible_gpus_through_nvml(monkeypatch, visible, indices):
-    from tether.cluster.reporter import _GpuProbe
+    from tether.cluster.probe import GpuProbe as _GpuProbe
 
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
     if visible is None:
@@ -581,7 +578,7 @@ def test_gpu_probe_reads_the_visible_gpus_through_nvml(monkeypatch, visible, ind
 
 
 def test_gpu_probe_without_nvml_or_cuda_says_none(monkeypatch):
-    from tether.cluster.reporter import _GpuProbe
+    from tether.cluster.probe import GpuProbe as _GpuProbe
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
     assert _GpuProbe()() is None
@@ -614,3 +611,56 @@ def test_reporter_lines_never_land_inside_what_the_program_prints(tmp_path):
     assert logs == [f"out {i}" for i in range(3000)]
     steps = [e["step"] for e in events if e["kind"] == "progress"]
     assert steps == list(range(3000))
+
+
+_CHILD = """
+import os, signal, sys, time
+from tether.cluster.reporter import get_reporter
+r = get_reporter(heartbeat_s=1)
+r.report(step=1, metrics={"loss": 1.0})
+time.sleep(2.5)  # a few heartbeats of its own
+assert r.flush(timeout=30)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+r.close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "exit_code", "health"), [("exit", 0, "finished"), ("kill", 137, "failed")]
+)
+def test_a_command_stage_child_reports_under_its_own_worker_id(tmp_path, how, exit_code, health):
+    """The child's heartbeats carry its pid and RSS under its own worker id (the stage
+    task's worker keeps its own pid); when the command ends, that worker is marked ended
+    with the exit code, so the monitor says finished or failed, not dead."""
+    from tether.cluster.monitor import MonitorCore
+
+    path = tmp_path / "events.jsonl"
+    reporter = Reporter(
+        transport=JsonlTransport(path=path), run_id="r7", stage="train", heartbeat_s=1
+    )
+    (tmp_path / "child.py").write_text(_CHILD)
+    outcome = run_command_stage(
+        command=f"{sys.executable} child.py {how}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        reporter=reporter,
+    )
+    assert reporter.close()
+    assert outcome.exit_code == exit_code, outcome.last_lines
+    events = read_events(path)
+    beats = [e for e in events if e["kind"] == "heartbeat"]
+    pids: dict[str, set[int]] = {}
+    for beat in beats:
+        pids.setdefault(beat["worker"], set()).add(beat["pid"])
+    assert pids[reporter.worker] == {os.getpid()}
+    (child,) = set(pids) - {reporter.worker}
+    assert len(pids[child]) == 1 and os.getpid() not in pids[child]
+    child_beats = [b for b in beats if b["worker"] == child]
+    assert len(child_beats) >= 3  # two of its own, at least, and the one marking its end
+    assert [b.get("ended") for b in child_beats][-2:] == [None, True]
+    assert child_beats[-1]["exit_code"] == exit_code and child_beats[-1]["pid"] in pids[child]
+    progress = [e for e in events if e["kind"] == "progress"]
+    assert [(e["worker"], e["step"], e["stage"]) for e in progress] == [(child, 1, "train")]
+    core = MonitorCore(run_id="r7", run_dir=str(tmp_path), heartbeat_s=1)
+    assert core.check_health()[child] == health

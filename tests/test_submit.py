@@ -225,7 +225,7 @@ def test_logs_follow_survives_a_killed_ssh_connection_without_losing_or_repeatin
 ):
     from tether.client.config import load_config
     from tether.client.jobs import JobsClient
-    from tether.client.runcmds import head_for, show_logs
+    from tether.client.runverbs import head_for, show_logs
 
     run_id = f"logs-{uuid.uuid4().hex[:8]}"
     code = "import time\nfor i in range(60):\n    print(f'line {i:03d}', flush=True)\n    time.sleep(0.2)\n"

@@ -347,6 +347,138 @@ def test_a_file_being_written_is_never_copied_torn(remote, tmp_path):
     assert len(outcomes) == 4, outcomes
 
 
+# --------------------------------------------------------------------------- growing files
+
+
+def _lines(rng: random.Random, n: int) -> bytes:
+    return b"".join(
+        b'{"seq": %d, "x": "%s"}\n' % (i, rng.randbytes(40).hex().encode()) for i in range(n)
+    )
+
+
+def _later(path: Path, seconds: int = 5) -> None:
+    """Move ``path``'s mtime surely past what the last pull saw."""
+    later = time.time_ns() + seconds * 1_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+def test_a_grown_file_comes_by_its_tail_only_and_ends_byte_identical(remote, tmp_path):
+    head, dest = tmp_path / "head", tmp_path / "dest"
+    rng = random.Random(11)
+    log = head / "events.jsonl"
+    _write(log, _lines(rng, 30_000))  # about 3 MB
+    _write(head / "steady.json", b"{}")
+    first = _pull(remote, head, dest)
+    assert first.appended == [] and first.sent_bytes == first.bytes == log.stat().st_size + 2
+
+    for round_ in range(2):  # a tail on a tail
+        old_size = log.stat().st_size
+        with log.open("ab") as f:
+            f.write(_lines(rng, 1000 + round_))
+        _later(log, 5 + round_)
+        calls: list[tuple[str, int, int]] = []
+        res = _pull(remote, head, dest, progress=lambda *a, calls=calls: calls.append(a))
+        added = log.stat().st_size - old_size
+        assert res.transferred == ["events.jsonl"] and res.appended == ["events.jsonl"]
+        assert res.sent_bytes == added  # only the appended bytes crossed
+        assert res.bytes == log.stat().st_size and res.unchanged == 1
+        assert calls[-1] == ("events.jsonl", added, added)
+        assert (dest / "events.jsonl").read_bytes() == log.read_bytes()
+        assert (dest / "events.jsonl").stat().st_mtime_ns == log.stat().st_mtime_ns
+        state = json.loads((dest / STATE_NAME).read_text())["files"]["events.jsonl"]
+        assert state[:3] == [log.stat().st_size, log.stat().st_mtime_ns, _sha(log.read_bytes())]
+        assert not _leftovers(dest) and not (dest / MARKER_NAME).exists()
+    quiet = _pull(remote, head, dest)
+    assert quiet.transferred == [] and quiet.sent_bytes == 0 and quiet.unchanged == 2
+
+
+def test_a_rewritten_file_or_a_changed_prefix_is_sent_whole(remote, tmp_path):
+    head, dest = tmp_path / "head", tmp_path / "dest"
+    rng = random.Random(12)
+    names = ("same_size.log", "prefix_changed.log", "shrunk.log", "grown.log")
+    for name in names:
+        _write(head / name, _lines(rng, 2000))
+    _pull(remote, head, dest)
+    same = head / "same_size.log"
+    same.write_bytes(bytes([same.read_bytes()[0] ^ 1]) + same.read_bytes()[1:])
+    changed = head / "prefix_changed.log"
+    data = changed.read_bytes()
+    changed.write_bytes(data[:100] + b"X" + data[101:] + _lines(rng, 50))  # grew, prefix not kept
+    shrunk = head / "shrunk.log"
+    shrunk.write_bytes(shrunk.read_bytes()[:-500])
+    extra = _lines(rng, 10)
+    with (head / "grown.log").open("ab") as f:
+        f.write(extra)
+    for name in names:
+        _later(head / name)
+    res = _pull(remote, head, dest)
+    assert res.transferred == sorted(names) and res.appended == ["grown.log"]
+    whole = sum((head / n).stat().st_size for n in names[:3])
+    assert res.sent_bytes == whole + len(extra)
+    assert res.refused == [] and res.skipped == []
+    assert _files(dest) == _files(head)
+
+
+def test_a_tail_onto_a_copy_altered_here_in_place_fails_verification_then_comes_whole(
+    tmp_path,
+):
+    head, dest = tmp_path / "head", tmp_path / "dest"
+    log = _write(head / "train.log", b"epoch 1 loss 0.9\n" * 4000)
+    _pull(LocalRemote(), head, dest)
+    copy = dest / "train.log"
+    st = copy.stat()
+    with copy.open("r+b") as f:  # same size, same mtime: still looks as pulled
+        f.write(b"EPOCH")
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with (head / "train.log").open("ab") as f:
+        f.write(b"epoch 2 loss 0.5\n" * 10)
+    _later(head / "train.log")
+    res = _pull(LocalRemote(), head, dest)
+    assert res.transferred == [] and res.refused == [
+        ("'train.log'", "sha256 differs from the head's")
+    ]
+    assert copy.read_bytes()[:5] == b"EPOCH" and not _leftovers(dest)  # untouched
+    again = _pull(LocalRemote(), head, dest)
+    assert again.transferred == ["train.log"] and again.appended == []
+    assert again.sent_bytes == len(log) + 170
+    assert copy.read_bytes() == (head / "train.log").read_bytes()
+
+
+_KILLED_TAIL = """
+import os, signal, sys
+from pathlib import Path
+from tether.client.config import SyncRules
+from tether.client.remote import LocalRemote
+from tether.client.sync import pull
+
+def die(path, done, total):
+    if path == "big.log" and done >= 2 * 1024 * 1024:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+pull(remote=LocalRemote(), python=sys.executable, remote_root=sys.argv[1], dest=Path(sys.argv[2]),
+     rules=SyncRules(), progress=die)
+"""
+
+
+def test_a_tail_pull_killed_midway_leaves_the_old_copy_and_the_next_completes(tmp_path):
+    head, dest = tmp_path / "head", tmp_path / "dest"
+    rng = random.Random(13)
+    old = _write(head / "big.log", rng.randbytes(6 * 1024 * 1024))
+    _pull(LocalRemote(), head, dest)
+    with (head / "big.log").open("ab") as f:
+        f.write(rng.randbytes(5 * 1024 * 1024))
+    _later(head / "big.log")
+    proc = subprocess.run(
+        [PY, "-c", _KILLED_TAIL, str(head), str(dest)], cwd=REPO_ROOT, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    assert _leftovers(dest) and (dest / "big.log").read_bytes() == old
+    res = _pull(LocalRemote(), head, dest)
+    assert res.appended == ["big.log"] and res.sent_bytes == 5 * 1024 * 1024
+    assert (dest / "big.log").read_bytes() == (head / "big.log").read_bytes()
+    assert not _leftovers(dest) and not (dest / MARKER_NAME).exists()
+
+
 # --------------------------------------------------------------------------- hostile head
 
 _HOSTILE_AGENT = textwrap.dedent(
@@ -434,6 +566,77 @@ def test_a_hostile_head_cannot_write_outside_the_destination(remote, tmp_path):
     assert [p.name for p in outside.iterdir()] == ["keep.txt"]
     assert (dest / "linked").is_symlink() and not (dest / "sized.txt").exists()
     assert json.loads((dest / STATE_NAME).read_text())["files"].keys() == {"ok.txt", "sub/ok2.json"}
+
+
+_HOSTILE_TAILS = textwrap.dedent(
+    """
+    import hashlib, json, os, sys, zlib
+    def read():
+        header = sys.stdin.buffer.readline()
+        return json.loads(zlib.decompress(sys.stdin.buffer.read(int(header))))
+    out = sys.stdout.buffer
+    def line(obj):
+        out.write(json.dumps(obj).encode() + b"\\n")
+    root = read()["root"]
+    names = ["a.log", "b.txt", "c.log", "d.log"]
+    for n in names:
+        st = os.stat(os.path.join(root, n))
+        line({"p": n, "s": st.st_size, "m": st.st_mtime_ns})
+    line({"end": {}})
+    out.flush()
+    asked = {f[0]: f for f in read()["files"]}
+    def frame(n, offset, trailer=None):
+        with open(os.path.join(root, n), "rb") as f:
+            data = f.read()
+        header = {"f": n, "n": len(data) - offset}
+        if offset:
+            header["o"] = offset
+        out.write(json.dumps(header).encode() + b"\\n" + data[offset:])
+        line({"h": trailer or hashlib.sha256(data).hexdigest(), "ok": True})
+    frame("a.log", asked["a.log"][3] - 1)  # not from where it was asked
+    frame("b.txt", 2)  # asked for whole
+    tail = asked["c.log"][3]
+    with open(os.path.join(root, "c.log"), "rb") as f:
+        wrong = hashlib.sha256(f.read()[tail:]).hexdigest()  # the tail's, not the file's
+    frame("c.log", tail, trailer=wrong)
+    frame("d.log", asked["d.log"][3])
+    line({"end": 4})
+    """
+)
+
+
+def test_a_hostile_head_cannot_misplace_a_tail(remote, tmp_path):
+    head, dest = tmp_path / "head", tmp_path / "dest"
+    before = {n: _write(head / n, n.encode() * 1000) for n in ("a.log", "c.log", "d.log")}
+    _pull(remote, head, dest)
+    for n in before:
+        with (head / n).open("ab") as f:
+            f.write(b"appended\n" * 10)
+        _later(head / n)
+    _write(head / "b.txt", b"new on the head")
+    res = pull(
+        remote=remote,
+        python=PY,
+        remote_root=str(head),
+        dest=dest,
+        rules=SyncRules(),
+        agent=_HOSTILE_TAILS,
+    )
+    assert res.transferred == ["d.log"] and res.appended == ["d.log"] and res.sent_bytes == 90
+    assert dict(res.refused) == {
+        repr("a.log"): "tail from byte 4999 sent, asked from byte 5000",
+        repr("b.txt"): "tail from byte 2 sent, asked from the start",
+        repr("c.log"): "sha256 differs from the head's",
+    }
+    assert (dest / "d.log").read_bytes() == (head / "d.log").read_bytes()
+    for n in ("a.log", "c.log"):
+        assert (dest / n).read_bytes() == before[n]  # the copies here are untouched
+    assert not (dest / "b.txt").exists() and not _leftovers(dest)
+    state = json.loads((dest / STATE_NAME).read_text())["files"]
+    assert state.keys() == {"a.log", "d.log"}  # c.log comes whole next time
+    again = _pull(remote, head, dest)
+    assert again.transferred == ["a.log", "b.txt", "c.log"] and again.appended == ["a.log"]
+    assert _files(dest) == _files(head)
 
 
 def test_symlinks_odd_names_and_fifos_on_a_real_head_are_refused(remote, tmp_path):

@@ -99,5 +99,18 @@ def test_worker_killed_mid_epoch_resumes_from_the_store_with_identical_weights(
         assert sorted(set(epochs)) == [1, 2, 3, 4]
         assert 4 in epochs and epochs.count(3) == 1  # epoch 3 finished once (second attempt)
         assert any(e["kind"] == "heartbeat" for e in events)
+        # The retry says so: its attempt and the checkpoint's epoch; the killed worker is dead
+        # (told by the retry, or by its missing heartbeats, whichever came first).
+        killed_pid = int(marker.read_text())
+        killed = {
+            e["worker"] for e in events if e["kind"] == "heartbeat" and e["pid"] == killed_pid
+        }
+        assert len(killed) == 1
+        retry = [e for e in events if e["kind"] == "stage" and e.get("attempt") == 2]
+        assert [(e["trial"], e["stage"], e["status"], e["resumed_from_epoch"]) for e in retry] == [
+            ("i3d", "train", "started", 2)
+        ]
+        assert retry[0]["worker"] not in killed
+        assert killed <= {e["worker"] for e in events if e.get("code") == "health:dead"}
     finally:
         stop_monitor(run_id=run_id)

@@ -1,6 +1,6 @@
-"""The run verbs after submit: ``runs``, ``logs``, ``stop``, ``branches``, ``fetch``,
-``prune``. Each opens the profile's head, does one thing, and returns plain records the CLI
-renders as a table or as ``--json``."""
+"""What the run verbs after submit do: ``runs``, ``logs``, ``stop``, ``branches``, ``fetch``,
+``prune``. Each opens the profile's head, does one thing, and returns plain records that
+``runviews`` renders as a table or as ``--json``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 from .branches import BranchInfo, local_branch, validate_branch
 from .config import TetherConfig
-from .demo import repo_root
 from .errors import RemoteError, TetherError
 from .head import Head, open_head
 from .jobs import JobRecord, JobsClient
+from .repo import repo_root
 
 
 @contextlib.contextmanager

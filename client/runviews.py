@@ -1,5 +1,6 @@
-"""Rendering of the run verbs (``submit runs logs stop branches fetch prune``): rich tables
-that fit the terminal, or ``--json`` for scripts."""
+"""How the run verbs (``submit runs logs stop branches fetch pull prune``) are shown: rich
+tables that fit the terminal, or ``--json`` for scripts. The verbs themselves act in
+``runverbs``; this module only renders what they return."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .branches import BranchInfo
 from .config import load_config
 from .jobs import JobRecord
 from .output import Col, print_table, styled, write_raw
-from .runcmds import (
+from .runverbs import (
     fetch_run,
     head_for,
     list_branches,
@@ -88,46 +89,11 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     config, _ = load_config(path=args.config, cwd=cwd)
     as_json = getattr(args, "json", False)
 
-    def echo(line: str) -> None:
-        if not as_json:
-            console.print(Text(line))
-
     def raw(text: str) -> None:
         write_raw(text, console=console)
 
     if args.command == "submit":
-        from .submit import submit_run
-
-        sub = submit_run(
-            spec_path=args.spec,
-            config=config,
-            cwd=cwd,
-            profile_name=args.profile,
-            branch=args.branch,
-            trust_new_host=args.trust_new_host,
-            echo=echo,
-        )
-        if as_json:
-            _json(asdict(sub))
-        else:
-            console.print(
-                styled(
-                    "submitted run ",
-                    (sub.run_id, "bold"),
-                    f" as Ray job {sub.job_id} (branch {sub.branch}, commit {sub.commit[:10]}"
-                    + (", with uncommitted changes" if sub.dirty else "")
-                    + ")",
-                )
-            )
-            console.print(Text(f"  follow it: tether logs {sub.run_id} -f"))
-        if not args.watch:
-            return 0
-        with head_for(
-            config=config, profile_name=args.profile, cwd=cwd, trust_new_host=args.trust_new_host
-        ) as head:
-            status = show_logs(head, sub.run_id, follow=True, on_text=raw)
-        console.print(Text(f"run {sub.run_id}: {status}"))
-        return 0 if status == "SUCCEEDED" else 1
+        return _submit(args, config=config, cwd=cwd, console=console, as_json=as_json)
 
     with head_for(
         config=config, profile_name=args.profile, cwd=cwd, trust_new_host=args.trust_new_host
@@ -182,6 +148,48 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     raise AssertionError(args.command)
 
 
+def _submit(args: argparse.Namespace, *, config, cwd: Path, console: Console, as_json: bool) -> int:
+    """``tether submit``: the run, its summary line (or JSON), and with ``--watch`` its log."""
+    from .submit import submit_run
+
+    def echo(line: str) -> None:
+        if not as_json:
+            console.print(Text(line))
+
+    sub = submit_run(
+        spec_path=args.spec,
+        config=config,
+        cwd=cwd,
+        profile_name=args.profile,
+        branch=args.branch,
+        trust_new_host=args.trust_new_host,
+        echo=echo,
+    )
+    if as_json:
+        _json(asdict(sub))
+    else:
+        console.print(
+            styled(
+                "submitted run ",
+                (sub.run_id, "bold"),
+                f" as Ray job {sub.job_id} (branch {sub.branch}, commit {sub.commit[:10]}"
+                + (", with uncommitted changes" if sub.dirty else "")
+                + ")",
+            )
+        )
+        console.print(Text(f"  follow it: tether logs {sub.run_id} -f"))
+    if not args.watch:
+        return 0
+    with head_for(
+        config=config, profile_name=args.profile, cwd=cwd, trust_new_host=args.trust_new_host
+    ) as head:
+        status = show_logs(
+            head, sub.run_id, follow=True, on_text=lambda text: write_raw(text, console=console)
+        )
+    console.print(Text(f"run {sub.run_id}: {status}"))
+    return 0 if status == "SUCCEEDED" else 1
+
+
 def _pull(args, head, config, console: Console, as_json: bool) -> int:
     from rich.progress import (
         BarColumn,
@@ -193,7 +201,7 @@ def _pull(args, head, config, console: Console, as_json: bool) -> int:
 
     from .errors import TetherError
     from .pullcmd import plan_pull, pull_every, pull_once, summary_dict, summary_line
-    from .runcmds import run_status
+    from .runverbs import run_status
 
     plan = plan_pull(head=head, config=config, run_id=args.run_id)
 
