@@ -148,7 +148,10 @@ def _clock(t: float) -> str:
 def _what(e: StreamedEvent) -> str | None:
     if e.kind is Kind.STAGE:
         return _stage(e)
-    if e.kind is Kind.PROGRESS and e.get("epoch_end") and e.get("epoch") is not None:
+    # An epoch's summary: the train stage's epoch_end, or a loop that reports once per epoch
+    # (epoch and metrics, no step); step-level progress would flood the plain watch.
+    per_epoch = e.get("step") is None and bool(e.get("metrics"))
+    if e.kind is Kind.PROGRESS and e.get("epoch") is not None and (e.get("epoch_end") or per_epoch):
         shown = " ".join(f"{k}={_value(v)}" for k, v in (e.get("metrics") or {}).items())
         return f"epoch {e.get('epoch')}: {shown}".rstrip()
     if e.kind is Kind.ALERT:

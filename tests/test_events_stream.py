@@ -240,6 +240,12 @@ def test_human_lines_say_what_changed():
     epoch = ev(kind="progress", step=9, epoch=3, epoch_end=True, metrics={"loss": 1 / 3, "n": 2})
     assert text(epoch) == "[train] epoch 3: loss=0.3333 n=2"
     assert text(ev(kind="progress", step=9, epoch=3, metrics={"loss": 0.1})) is None
+    # a loop of the user's that reports once per epoch (no step) is an epoch summary too
+    assert (
+        text(ev(kind="progress", step=None, epoch=4, metrics={"loss": 0.25}))
+        == "[train] epoch 4: loss=0.25"
+    )
+    assert text(ev(kind="progress", step=None, epoch=4, metrics={})) is None
     alert = ev(
         kind="alert", level="warning", code="health:stalled", message="no step", health="stalled"
     )
