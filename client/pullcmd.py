@@ -82,6 +82,8 @@ def summary_dict(result: PullResult) -> dict:
         "files": len(result.transferred),
         "transferred": list(result.transferred),
         "bytes": result.bytes,
+        "sent_bytes": result.sent_bytes,  # what crossed the channel (a grown file: its tail)
+        "appended": list(result.appended),
         "unchanged": result.unchanged,
         "skipped": [list(x) for x in d["skipped"]],
         "refused": [list(x) for x in d["refused"]],

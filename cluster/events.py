@@ -289,6 +289,10 @@ def _check_sync(e: dict) -> None:
         _need(e, key, "a list of [path, reason] pairs", lambda v: isinstance(v, list))
     _need(e, "deleted", "a list of the paths deleted", _str_list)
     _need(e, "duration_s", "seconds (a number)", _is_number)
+    if "sent_bytes" in e:  # what crossed the channel (a grown file's tail only)
+        _need(e, "sent_bytes", "a count (an integer >= 0)", _count)
+    if "appended" in e:
+        _need(e, "appended", "a list of the paths extended by their tail", _str_list)
 
 
 _KIND_CHECKS = {

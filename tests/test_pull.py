@@ -86,6 +86,7 @@ def test_pull_brings_a_finished_runs_results_and_a_second_pull_moves_nothing(
     # Each pull is a sync event beside the run folder.
     events = [json.loads(x) for x in (repo / "results" / run_id / ".tether-sync.jsonl").open()]
     assert [e["files"] for e in events] == [first["files"], 0]
+    assert [e["sent_bytes"] for e in events] == [first["sent_bytes"], 0] and first["sent_bytes"] > 0
     assert all(e["kind"] == "sync" and e["ok"] for e in events)
     # The human form: one summary line.
     assert tether(["pull", run_id]) == 0
