@@ -11,10 +11,12 @@ import psutil
 from tether.ml.process import stop_process_group
 
 
-def _group(script: str) -> tuple[subprocess.Popen, int]:
-    """A bash leader in its own session that starts a background sleeper; (leader, child pid)."""
+def _group(script: str, *, before: str = "") -> tuple[subprocess.Popen, int]:
+    """A bash leader in its own session that runs ``before``, starts a background sleeper,
+    says its pid (so ``before`` has taken effect when the test reads it), then runs
+    ``script``; (leader, child pid)."""
     proc = subprocess.Popen(
-        ["bash", "-c", f"sleep 60 & echo $!; {script}"],
+        ["bash", "-c", f"{before}sleep 60 & echo $!; {script}"],
         stdout=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -40,7 +42,7 @@ def test_a_running_group_is_stopped_with_its_children():
 
 
 def test_a_leader_that_ignores_sigterm_is_killed_after_the_grace():
-    proc, child = _group("trap '' TERM; sleep 60")
+    proc, child = _group("sleep 60", before="trap '' TERM; ")
     started = time.monotonic()
     stop_process_group(proc, grace_s=0.5, sweep=False)
     assert proc.returncode == -9 and time.monotonic() - started >= 0.5 and _gone(child)
