@@ -36,7 +36,7 @@ CLIENT_MAY_USE = {
 TORCH_FREE = tuple(f"tether.{m}" for m in (
     "ml.diagnose", "ml.report", "ml.plots", "ml.metrics", "ml.metrics_csv", "ml.llm",
     "ml.results", "ml.atomic", "ml.errors", "ml.tomlfile", "ml.train_config", "ml.workloads",
-    "ml.models.config", "cluster.spec", "cluster.events"))  # fmt: skip
+    "ml.models.config", "ml.comparison_stats", "cluster.spec", "cluster.events"))  # fmt: skip
 
 
 def _imports(path: Path, *, root: Path = ROOT) -> set[str]:
