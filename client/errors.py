@@ -68,6 +68,11 @@ class ConnectionLost(RemoteError):
     command again (``run(..., retries=N)`` does that)."""
 
 
+class StreamSilent(RemoteError):
+    """A streamed command printed nothing for its timeout: it may be stuck, or the
+    connection half-open (a reader that expects regular output may run it again)."""
+
+
 class SyncError(TetherError):
     """Pulling a run's results failed: the run's folder is gone on the head, another pull
     holds the destination, or the head's sync agent failed or sent something malformed."""

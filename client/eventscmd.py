@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tether.cluster.events import Kind
-from tether.ml.numfmt import sig
+from tether.ml.numfmt import metric_value
 
 from .config import load_config
 from .errors import TetherError
@@ -152,7 +152,7 @@ def _what(e: StreamedEvent) -> str | None:
     # (epoch and metrics, no step); step-level progress would flood the plain watch.
     per_epoch = e.get("step") is None and bool(e.get("metrics"))
     if e.kind is Kind.PROGRESS and e.get("epoch") is not None and (e.get("epoch_end") or per_epoch):
-        shown = " ".join(f"{k}={_value(v)}" for k, v in (e.get("metrics") or {}).items())
+        shown = " ".join(f"{k}={metric_value(v)}" for k, v in (e.get("metrics") or {}).items())
         return f"epoch {e.get('epoch')}: {shown}".rstrip()
     if e.kind is Kind.ALERT:
         who = f" {e.worker}" if e.worker else ""
@@ -182,7 +182,3 @@ def _stage(e: StreamedEvent) -> str:
             f", resumed from epoch {epoch})" if epoch is not None else ")"
         )
     return text
-
-
-def _value(v: object) -> str:
-    return sig(v) if isinstance(v, float) else str(v)

@@ -37,11 +37,11 @@ from typing import Any
 
 from tether.cluster.events import EventError, Kind, dumps, validate_event
 
-from .errors import HostKeyError, TetherError
+from .errors import HostKeyError, StreamSilent, TetherError
 from .remote import CommandFailed, ConnectionLost, Remote, RemoteError
+from .remote import backoff_s as remote_backoff_s
 
 STREAM_MODULE = "tether.cluster.stream"
-FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 GIVE_UP_S = 300.0  # reconnecting this long without an event: EventStreamError
 # No line for this long: the connection may be half-open, so run the command again (a live
@@ -121,9 +121,10 @@ class StreamedEvent:
         return dumps(dict(self.data))
 
 
-def backoff_s(attempt: int, *, first: float = FIRST_BACKOFF_S, cap: float = MAX_BACKOFF_S) -> float:
-    """Seconds to wait before attempt ``attempt + 1`` (0-based): 0.5, 1, 2, 4, 8, 10, 10 ..."""
-    return min(cap, first * 2 ** min(attempt, 32))
+def backoff_s(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` (0-based): the command channel's
+    doubling backoff, capped: 0.5, 1, 2, 4, 8, 10, 10 ..."""
+    return remote_backoff_s(attempt, cap=MAX_BACKOFF_S)
 
 
 def stream_command(
@@ -290,9 +291,9 @@ class EventStream:
             raise _Retry(_first_line(exc.message), healthy=self._last > first) from None
         except CommandFailed as exc:
             self._command_failed(exc, healthy=self._last > first)
+        except StreamSilent as exc:  # quiet for idle_s: maybe half-open
+            raise _Retry(_first_line(exc.message), healthy=True) from None
         except RemoteError as exc:
-            if exc.message.startswith("no output for"):  # quiet for idle_s: maybe half-open
-                raise _Retry(_first_line(exc.message), healthy=True) from None
             if not self._seen_line:
                 raise  # a refused session or login on the first try: not a network blip
             raise _Retry(_first_line(exc.message), healthy=self._last > first) from None

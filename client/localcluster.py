@@ -36,6 +36,7 @@ from pathlib import Path
 import psutil
 
 from tether.ml.atomic import write_json_atomic
+from tether.ml.process import dashboard_options
 
 from .errors import ClusterError
 from .localstate import STATE_DIR, state_dir
@@ -317,17 +318,11 @@ def stop_local_cluster(*, temp_dir: Path, grace_s: float = 10.0) -> int:
 def find_dashboard(*, port: int) -> tuple[Path | None, str | None] | None:
     """The Ray dashboard process of this user serving ``port``: ``(temp_dir, gcs_address)``
     from its command line, or None when no such process is found."""
-    script = os.path.join("dashboard", "dashboard.py")
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if not any(part.endswith(script) for part in cmdline) or f"--port={port}" not in cmdline:
-            continue
-        args = dict(
-            part[2:].split("=", 1) for part in cmdline if part.startswith("--") and "=" in part
-        )
-        temp = args.get("temp-dir")
-        return (Path(temp) if temp else None), args.get("gcs-address")
-    return None
+    options = dashboard_options(port=port)
+    if options is None:
+        return None
+    temp = options.get("temp-dir")
+    return (Path(temp) if temp else None), options.get("gcs-address")
 
 
 # --------------------------------------------------------------------------- its record

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import CommandFailed, RemoteError
+from .errors import CommandFailed, RemoteError, StreamSilent
 
 CHUNK = 65536
 STDERR_TAIL_BYTES = 64 * 1024  # what a stream keeps of stderr for CommandFailed
@@ -37,9 +37,11 @@ class CommandResult:
         return self.exit_code == 0
 
 
-def backoff_s(attempt: int) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (0-based): 0.5, 1, 2, ..."""
-    return BACKOFF_S * 2**attempt
+def backoff_s(attempt: int, *, cap: float | None = None) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (0-based): 0.5, 1, 2, ...,
+    at most ``cap`` when given."""
+    wait = BACKOFF_S * 2 ** min(attempt, 32)
+    return wait if cap is None else min(cap, wait)
 
 
 def as_bytes(stdin: Stdin) -> bytes | None:
@@ -126,8 +128,8 @@ def timed_out(host: str, command: str, timeout: float | None) -> RemoteError:
     )
 
 
-def silent(host: str, command: str, timeout: float | None) -> RemoteError:
-    return RemoteError(
+def silent(host: str, command: str, timeout: float | None) -> StreamSilent:
+    return StreamSilent(
         f"no output for {timeout}s from a stream on {host}: {command}",
         hint="the command stopped printing; check it on the head, or pass a longer timeout",
     )

@@ -14,8 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.ml.numfmt import metric_value
+
 from .events import Health, Kind, RunStatus, StageStatus
-from .progress_files import num, progress_line
+from .progress_files import progress_line
 
 MONITOR_SRC = "@monitor"  # ``src`` of the events the monitor writes itself
 RECENT_ALERTS = 100
@@ -159,7 +161,7 @@ class MonitorState:
         for x in sorted(set(epochs) - tr.complete):
             tr.complete.add(x)
             self.changed_trials.add(tr.trial)
-            shown = " ".join(f"{k}={num(v)}" for k, v in tr.epochs[x].items())
+            shown = " ".join(f"{k}={metric_value(v)}" for k, v in tr.epochs[x].items())
             self._line(e, f"epoch {x}: {shown}", trial=tr.trial)
 
     def _apply_stage(self, e: dict, w: WorkerState | None) -> None:

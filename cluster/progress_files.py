@@ -11,9 +11,10 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tether.ml.atomic import write_bytes_atomic
+from tether.ml.numfmt import metric_value
 
 if TYPE_CHECKING:
     from .health import HealthRules
@@ -92,7 +93,7 @@ def heartbeat_text(
                 str(w.pid or "-"),
                 age(r["last_beat_age_s"]),
                 age(r["last_progress_age_s"]),
-                num(w.rss_mb) if w.rss_mb is not None else "-",
+                metric_value(w.rss_mb) if w.rss_mb is not None else "-",
                 str(w.progress_step if w.progress_step is not None else "-"),
                 w.trial or "-",
                 w.stage or "-",
@@ -114,12 +115,6 @@ def stamp(t: float) -> str:
 
 def age(seconds: float) -> str:
     return f"{seconds:.1f}" if seconds < 100 else f"{seconds:.0f}"
-
-
-def num(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
-    return str(v)
 
 
 class ProgressFiles:

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from tether.ml.process import dashboard_options
+
 from .errors import ClusterRuntimeError
 from .events import NAMESPACE, dumps
 
@@ -112,17 +114,7 @@ def stream_events(
 def gcs_address_for_dashboard(*, port: int) -> str | None:
     """The GCS address (host:port) of the Ray cluster whose dashboard serves ``port`` on this
     machine, from that dashboard process's ``--gcs-address``; None when none serves it."""
-    import psutil
-
-    script = os.path.join("dashboard", "dashboard.py")
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []  # None for another user's process
-        if f"--port={port}" not in cmdline or not any(p.endswith(script) for p in cmdline):
-            continue
-        for part in cmdline:
-            if part.startswith("--gcs-address="):
-                return part.split("=", 1)[1]
-    return None
+    return (dashboard_options(port=port) or {}).get("gcs-address")
 
 
 def _is_loopback(address: str) -> bool:

@@ -59,6 +59,12 @@ def sig(v: float | None, digits: int = 4) -> str:
     return NA if v is None else f"{v:.{digits}g}"
 
 
+def metric_value(v: Any) -> str:
+    """A reported value in a line of text (metrics in PROGRESS.txt, `tether events`): a float
+    to 4 significant digits, anything else as it is."""
+    return sig(v) if isinstance(v, float) else str(v)
+
+
 def sig_grouped(v: float | None, digits: int = 4) -> str:
     if v is None:
         return NA
