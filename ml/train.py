@@ -287,9 +287,11 @@ def _end_epoch(
 
 
 def _finish(s: _Session, ckpt_dir: Path, *, stopped_early: bool) -> TrainingResults:
-    """The best weights saved as ``best_model.pt``, evaluated on the test split."""
+    """The best weights saved as ``best_model.pt``; the test split sees them, or the last
+    epoch's weights when ``config.test_weights`` is ``"last"``."""
     config, model, history, best = s.config, s.model, s.history, s.best
     num_epochs = len(history["train"].get("loss", []))
+    last = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     save_torch_atomic(
@@ -297,6 +299,8 @@ def _finish(s: _Session, ckpt_dir: Path, *, stopped_early: bool) -> TrainingResu
         {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
          "epoch": best["epoch"]},
     )  # fmt: skip
+    if config.test_weights == "last":
+        model.load_state_dict(last)
     t_eval = time.perf_counter()
     test = _evaluate_test(s.task, s.device, config)
     train_seconds = sum(s.epoch_seconds)

@@ -45,6 +45,8 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
     amp: bool = True  # mixed precision, used on CUDA only
     eval_batch_size: int = 64
+    # the weights the test split sees: the best epoch's (by val loss) or the last epoch's
+    test_weights: Literal["best", "last"] = "best"
 
     def __post_init__(self) -> None:
         if self.task not in ("track_persistence", "frequency_extraction"):

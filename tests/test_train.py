@@ -140,6 +140,21 @@ def test_early_stopping_stops_and_tests_the_best_epoch(tmp_path):
     assert len(res.val_history.loss) == 3
 
 
+def test_test_weights_last_tests_the_last_epoch_and_keeps_the_best_model(tmp_path):
+    # Nothing improves by min_delta after epoch 1: best is epoch 1, last is epoch 3.
+    best = fit(config=_tiny(patience=5, min_delta=10.0), out_dir=tmp_path / "best")
+    last = fit(
+        config=_tiny(patience=5, min_delta=10.0, test_weights="last"), out_dir=tmp_path / "last"
+    )
+    assert best.best_epoch == last.best_epoch == 1 and last.num_epochs == 3
+    assert best.train_history.loss == last.train_history.loss  # the same training
+    # The test split saw other weights: the attention the model pays differs.
+    assert best.test_results.attention_mean != last.test_results.attention_mean
+    assert last.model_config_["test_weights"] == "last"
+    for run in ("best", "last"):  # best_model.pt is the best epoch's either way
+        assert torch.load(tmp_path / run / BEST_MODEL_NAME, weights_only=False)["epoch"] == 1
+
+
 def test_callbacks_see_every_step_and_epoch(tmp_path):
     rec = Recorder()
     fit(config=_tiny(epochs=2), out_dir=tmp_path, callbacks=[rec])
