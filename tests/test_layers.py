@@ -36,7 +36,8 @@ CLIENT_MAY_USE = {
 TORCH_FREE = tuple(f"tether.{m}" for m in (
     "ml.diagnose", "ml.report", "ml.plots", "ml.metrics", "ml.metrics_csv", "ml.llm",
     "ml.results", "ml.atomic", "ml.errors", "ml.tomlfile", "ml.train_config", "ml.workloads",
-    "ml.models.config", "ml.comparison_stats", "cluster.spec", "cluster.events"))  # fmt: skip
+    "ml.models.config", "ml.comparison_stats", "ml.comparison_report", "ml.comparison_report.write",
+    "cluster.spec", "cluster.compare_spec", "cluster.events", "client.analyze_compare"))  # fmt: skip
 
 
 def _imports(path: Path, *, root: Path = ROOT) -> set[str]:
