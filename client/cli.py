@@ -109,7 +109,16 @@ def _run_parsers(sub) -> None:
     p.add_argument("--branch", help="run branch (default: tether/<spec>/<run-id>)")
     p.add_argument("--watch", action="store_true", help="follow the run's log until it ends")
     common(p, json_out=True)
+    p = sub.add_parser(
+        "resume", help="run a failed or stopped run's unfinished stages again (same branch)"
+    )
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--watch", action="store_true", help="follow the run's log until it ends")
+    common(p, json_out=True)
     p = sub.add_parser("runs", help="list the runs (Ray jobs submitted by tether)")
+    common(p, json_out=True)
+    p = sub.add_parser("status", help="a run's status (its newest Ray job)")
+    p.add_argument("run_id", metavar="RUN")
     common(p, json_out=True)
     p = sub.add_parser("logs", help="print a run's log")
     p.add_argument("run_id", metavar="RUN")
@@ -148,7 +157,9 @@ def _run_parsers(sub) -> None:
     common(p, json_out=True)
 
 
-RUN_COMMANDS = ("submit", "runs", "logs", "stop", "branches", "fetch", "pull", "prune")
+RUN_COMMANDS = (
+    "submit", "resume", "runs", "status", "logs", "stop", "branches", "fetch", "pull", "prune",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

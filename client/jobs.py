@@ -5,6 +5,10 @@ not reimplemented here). What it adds:
 
 - a run is a Ray job with submission id ``tether-<run_id>`` and ``tether_run`` in its
   metadata, so a run is found by its id and ``ray job list`` shows the same jobs;
+- a resumed run (``tether resume``) is a new Ray job of the same run, since Ray refuses a
+  reused submission id: ``tether-<run_id>.r<N>`` for the N-th resume, with ``tether_attempt``
+  N in its metadata. ``status``, ``stop``, ``logs`` and ``follow_logs`` address the run's
+  newest job, ``attempts`` lists them all, ``runs`` gives one record per run (its newest job);
 - secrets never travel in a job: a ``runtime_env`` with ``env_vars`` is refused;
 - every call is bounded by ``timeout_s`` and every failure is a ``TetherError`` that names
   the dashboard address and the next step;
@@ -18,10 +22,11 @@ http_token_authentication.py``); ``JobsClient`` passes that header through
 ``JobSubmissionClient(headers=...)``, which sends it on every HTTP request and on the log
 websocket. The token is kept out of reprs and error messages.
 
-Longer than the ~400 lines modules aim for (about 525): the resumable log follow (its
+Longer than the ~400 lines modules aim for (about 600): the resumable log follow (its
 async stream, cursor and drop detection, about 170 lines) is a method of the one client
-because it shares its Ray client, its bounded calls, its run lookup and its error
-translation; split apart, each half would reach into the other's private state.
+because it shares its Ray client, its bounded calls, its run lookup (the newest of a run's
+jobs) and its error translation; split apart, each half would reach into the other's private
+state.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ from .errors import ClusterError, DashboardRefused, TetherError
 from .runid import RUN_ID_RULE, is_run_id
 
 RUN_METADATA_KEY = "tether_run"
+ATTEMPT_METADATA_KEY = "tether_attempt"  # absent on a run's first job (attempt 0)
 SUBMISSION_PREFIX = "tether-"
+RESUME_INFIX = ".r"  # tether-<run_id>.r<N>: the N-th resume of the run
 # Ray lets these environment variables override an explicit address, silently.
 _ADDRESS_ENV_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 _ENV_LOCK = threading.Lock()
@@ -54,17 +61,24 @@ _BACKOFF_MAX_S = 5.0
 T = TypeVar("T")
 
 
-def submission_id_for(run_id: str) -> str:
-    """The Ray submission id of a run: ``tether-<run_id>``."""
-    return SUBMISSION_PREFIX + run_id
+def submission_id_for(run_id: str, *, attempt: int = 0) -> str:
+    """The Ray submission id of a run's job: ``tether-<run_id>`` for its first job (attempt
+    0), ``tether-<run_id>.r<N>`` for its N-th resume."""
+    return SUBMISSION_PREFIX + run_id + (f"{RESUME_INFIX}{attempt}" if attempt else "")
+
+
+def _attempt_of(metadata: dict[str, str]) -> int:
+    value = metadata.get(ATTEMPT_METADATA_KEY, "0")
+    return int(value) if value.isdigit() else 0
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    """One tether run as the Ray Jobs API reports it.
+    """One Ray job of a tether run as the Ray Jobs API reports it.
 
     ``status`` is a Ray ``JobStatus`` value (``PENDING``, ``RUNNING``, ``STOPPED``,
-    ``SUCCEEDED``, ``FAILED``); times are seconds since the epoch (``None`` until known).
+    ``SUCCEEDED``, ``FAILED``); times are seconds since the epoch (``None`` until known);
+    ``attempt`` is 0 for the run's first job and N for its N-th resume.
     """
 
     run_id: str
@@ -75,6 +89,7 @@ class JobRecord:
     start_time: float | None = None
     end_time: float | None = None
     message: str | None = None
+    attempt: int = 0
 
     def is_terminal(self) -> bool:
         """True once the job can change no more (stopped, succeeded or failed)."""
@@ -92,6 +107,7 @@ class JobRecord:
             start_time=details.start_time / 1000 if details.start_time else None,
             end_time=details.end_time / 1000 if details.end_time else None,
             message=details.message,
+            attempt=_attempt_of(metadata),
         )
 
 
@@ -222,14 +238,39 @@ class JobsClient:
         text = str(exc)
         return isinstance(exc, RuntimeError) and ("404" in text or "does not exist" in text)
 
-    def _details(self, run_id: str) -> JobDetails:
-        sid = submission_id_for(run_id)
+    def _job(self, run_id: str, sid: str) -> JobDetails | None:
+        """The job ``sid``, or None when Ray has no such job."""
         try:
             return self._call(f"reading run {run_id}", self._client.get_job_info, sid)
         except RuntimeError as exc:
             if self._not_found(exc):
-                raise self._no_such_run(run_id) from exc
+                return None
             raise
+
+    def _jobs_of(self, run_id: str) -> list[JobDetails]:
+        """The run's jobs, first to newest: ``tether-<run_id>``, then ``.r1``, ``.r2``, ...
+        up to the first that does not exist or belongs to another run (a run id ending in
+        ``.r<N>`` of its own)."""
+        first = self._job(run_id, submission_id_for(run_id))
+        if first is None:
+            raise self._no_such_run(run_id)
+        found = [first]
+        while True:
+            job = self._job(run_id, submission_id_for(run_id, attempt=len(found)))
+            if job is None or (job.metadata or {}).get(RUN_METADATA_KEY) != run_id:
+                return found
+            found.append(job)
+
+    def _details(self, run_id: str) -> JobDetails:
+        """The run's newest job."""
+        return self._jobs_of(run_id)[-1]
+
+    def _details_of(self, run_id: str, sid: str) -> JobDetails:
+        """The job ``sid`` of run ``run_id``; it must exist."""
+        job = self._job(run_id, sid)
+        if job is None:
+            raise self._no_such_run(run_id)
+        return job
 
     def _no_such_run(self, run_id: str) -> TetherError:
         return TetherError(
@@ -247,32 +288,40 @@ class JobsClient:
         run_id: str,
         metadata: dict[str, str],
         runtime_env: dict[str, Any] | None = None,
+        attempt: int = 0,
     ) -> str:
-        """Submit a run as a Ray job with submission id ``tether-<run_id>``.
+        """Submit a run's job: its first (submission id ``tether-<run_id>``), or with
+        ``attempt`` N its N-th resume (``tether-<run_id>.r<N>``).
 
         Args:
             entrypoint: The shell command the job runs on the head node.
             run_id: The run's id (letters, digits, ``.``, ``_``, ``-``).
             metadata: String metadata stored with the job (branch, commit, spec...);
-                ``tether_run: run_id`` is added.
+                ``tether_run: run_id`` is added, and ``tether_attempt: N`` for a resume.
             runtime_env: Ray runtime environment for the job, without ``env_vars``.
+            attempt: 0 for a new run; N >= 1 for the N-th resume of an existing one.
 
         Returns:
             The submission id.
 
         Raises:
-            ValueError: If ``run_id`` is malformed or a metadata value is not a string.
+            ValueError: If ``run_id`` is malformed, ``attempt`` is not an int >= 0, or a
+                metadata value is not a string or contradicts ``run_id``/``attempt``.
             TetherError: If ``runtime_env`` has ``env_vars`` (secrets go through the
-                secrets file, never the job), or a run with this id already exists.
+                secrets file, never the job), or the run already has a job of this attempt.
             ClusterError: If the dashboard cannot be reached or refuses the job.
         """
         if not is_run_id(run_id):
             raise ValueError(f"run id {run_id!r} must be {RUN_ID_RULE}")
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+            raise ValueError(f"attempt must be an int >= 0, got {attempt!r}")
         bad = sorted(k for k, v in metadata.items() if not isinstance(v, str))
         if bad:
             raise ValueError(f"job metadata values must be strings; not: {', '.join(bad)}")
         if metadata.get(RUN_METADATA_KEY, run_id) != run_id:
             raise ValueError(f"metadata[{RUN_METADATA_KEY!r}] differs from run_id {run_id!r}")
+        if metadata.get(ATTEMPT_METADATA_KEY, str(attempt)) != str(attempt):
+            raise ValueError(f"metadata[{ATTEMPT_METADATA_KEY!r}] differs from attempt {attempt}")
         if runtime_env and "env_vars" in runtime_env:
             raise TetherError(
                 f"refusing to submit run {run_id}: its runtime_env sets env_vars, which Ray "
@@ -280,17 +329,26 @@ class JobsClient:
                 hint="put secrets (API keys) in the secrets file on the head node, and other "
                 "settings in the experiment spec",
             )
-        sid = submission_id_for(run_id)
+        sid = submission_id_for(run_id, attempt=attempt)
+        full = {**metadata, RUN_METADATA_KEY: run_id}
+        if attempt:
+            full[ATTEMPT_METADATA_KEY] = str(attempt)
         try:
             return self._call(
                 f"submitting run {run_id}",
                 self._client.submit_job,
                 entrypoint=entrypoint,
                 submission_id=sid,
-                metadata={**metadata, RUN_METADATA_KEY: run_id},
+                metadata=full,
                 runtime_env=runtime_env,
             )
         except RuntimeError as exc:
+            if "already exists" in str(exc) and attempt:
+                raise TetherError(
+                    f"run {run_id} already has a job for resume {attempt} (Ray job {sid}) on "
+                    f"the cluster at {self.address}",
+                    hint=f"another resume came first: `tether status {run_id}` shows it",
+                ) from exc
             if "already exists" in str(exc):
                 raise TetherError(
                     f"a run with id {run_id} (Ray job {sid}) already exists on the cluster at "
@@ -303,7 +361,8 @@ class JobsClient:
             ) from exc
 
     def runs(self) -> list[JobRecord]:
-        """Every tether run on the cluster (jobs with ``tether_run`` metadata), oldest first.
+        """Every tether run on the cluster (jobs with ``tether_run`` metadata), one record
+        per run: its newest job (highest attempt). Oldest first, by that job's start.
 
         Raises:
             ClusterError: If the dashboard cannot be reached.
@@ -314,10 +373,22 @@ class JobsClient:
             for job in jobs
             if job.metadata and RUN_METADATA_KEY in job.metadata
         ]
-        return sorted(records, key=lambda r: (r.start_time or 0.0, r.run_id))
+        newest: dict[str, JobRecord] = {}
+        for rec in sorted(records, key=lambda r: (r.attempt, r.start_time or 0.0)):
+            newest[rec.run_id] = rec  # a later attempt replaces an earlier one
+        return sorted(newest.values(), key=lambda r: (r.start_time or 0.0, r.run_id))
+
+    def attempts(self, *, run_id: str) -> list[JobRecord]:
+        """Every job of the run, first (attempt 0) to newest (its last resume).
+
+        Raises:
+            TetherError: If there is no such run on the cluster.
+            ClusterError: If the dashboard cannot be reached.
+        """
+        return [JobRecord.from_details(job) for job in self._jobs_of(run_id)]
 
     def status(self, *, run_id: str) -> JobRecord:
-        """The run's current record.
+        """The record of the run's newest job (after a resume: the resume's job).
 
         Raises:
             TetherError: If there is no such run on the cluster.
@@ -326,7 +397,7 @@ class JobsClient:
         return JobRecord.from_details(self._details(run_id))
 
     def stop(self, *, run_id: str) -> bool:
-        """Ask Ray to stop the run; returns False when it had already ended.
+        """Ask Ray to stop the run's newest job; returns False when it had already ended.
 
         The job turns ``STOPPED`` shortly after; poll ``status`` to see it.
 
@@ -334,28 +405,26 @@ class JobsClient:
             TetherError: If there is no such run on the cluster.
             ClusterError: If the dashboard cannot be reached.
         """
+        sid = self._details(run_id).submission_id or submission_id_for(run_id)
         try:
-            return self._call(
-                f"stopping run {run_id}", self._client.stop_job, submission_id_for(run_id)
-            )
+            return self._call(f"stopping run {run_id}", self._client.stop_job, sid)
         except RuntimeError as exc:
             if self._not_found(exc):
                 raise self._no_such_run(run_id) from exc
             raise
 
     def logs(self, *, run_id: str) -> str:
-        """The run's whole log so far (stdout and stderr of its entrypoint).
+        """The whole log so far (stdout and stderr of its entrypoint) of the run's newest job.
 
         Raises:
             TetherError: If there is no such run on the cluster.
             ClusterError: If the dashboard cannot be reached.
         """
+        return self._logs(run_id, self._details(run_id).submission_id or submission_id_for(run_id))
+
+    def _logs(self, run_id: str, sid: str) -> str:
         try:
-            return self._call(
-                f"reading the log of run {run_id}",
-                self._client.get_job_logs,
-                submission_id_for(run_id),
-            )
+            return self._call(f"reading the log of run {run_id}", self._client.get_job_logs, sid)
         except RuntimeError as exc:
             if self._not_found(exc):
                 raise self._no_such_run(run_id) from exc
@@ -370,7 +439,8 @@ class JobsClient:
         max_reconnects: int = 20,
         poll_s: float = 0.5,
     ) -> str:
-        """Stream the run's log to ``on_text`` as it grows, until the job is terminal.
+        """Stream the log of the run's newest job to ``on_text`` as it grows, until that
+        job is terminal.
 
         Every character of the log reaches ``on_text`` exactly once and in order, also when
         the connection drops: the stream is reopened (through ``reconnect()``, e.g. a client
@@ -397,10 +467,12 @@ class JobsClient:
             ClusterError: If the connection cannot be re-established within
                 ``max_reconnects`` attempts, or the cluster rejects the token.
         """
-        self._details(run_id)  # a missing run fails here, not after the reconnects
+        # A missing run fails here, not after the reconnects; the job followed is fixed here.
+        sid = self._details(run_id).submission_id or submission_id_for(run_id)
         return asyncio.run(
             self._follow(
                 run_id=run_id,
+                sid=sid,
                 on_text=on_text,
                 reconnect=reconnect,
                 max_reconnects=max_reconnects,
@@ -414,6 +486,7 @@ class JobsClient:
         self,
         *,
         run_id: str,
+        sid: str,
         on_text: Callable[[str], None],
         reconnect: Callable[[], JobsClient] | None,
         max_reconnects: int,
@@ -436,10 +509,10 @@ class JobsClient:
                     except (TetherError, OSError) as exc:
                         raise _StreamDropped(f"reconnecting failed: {exc}") from exc
                 status = await client._stream(
-                    run_id=run_id, cursor=cursor, on_text=on_text, poll_s=poll_s
+                    run_id=run_id, sid=sid, cursor=cursor, on_text=on_text, poll_s=poll_s
                 )
                 try:
-                    log = await asyncio.to_thread(client.logs, run_id=run_id)
+                    log = await asyncio.to_thread(client._logs, run_id, sid)
                 except DashboardRefused:
                     raise
                 except ClusterError as exc:
@@ -458,13 +531,13 @@ class JobsClient:
                         f"get it back in {max_reconnects} reconnect attempts "
                         f"(last: {last_error}); {cursor.delivered} characters of log were shown",
                         hint="the job itself may still be running: check the tunnel or cluster "
-                        f"(`tether doctor`), then `ray job logs {submission_id_for(run_id)} "
+                        f"(`tether doctor`), then `ray job logs {sid} "
                         f"--address <dashboard URL>`",
                     ) from exc
 
-    async def _status_or_drop(self, run_id: str) -> JobStatus:
+    async def _status_or_drop(self, run_id: str, sid: str) -> JobStatus:
         try:
-            details = await asyncio.to_thread(self._details, run_id)
+            details = await asyncio.to_thread(self._details_of, run_id, sid)
         except DashboardRefused:
             raise
         except ClusterError as exc:
@@ -475,6 +548,7 @@ class JobsClient:
         self,
         *,
         run_id: str,
+        sid: str,
         cursor: _Cursor,
         on_text: Callable[[str], None],
         poll_s: float,
@@ -483,17 +557,17 @@ class JobsClient:
 
         Raises ``_StreamDropped`` when the stream breaks, ends while the job still runs, or
         the status cannot be read."""
-        status = await self._status_or_drop(run_id)
+        status = await self._status_or_drop(run_id, sid)
         if status.is_terminal():  # nothing more will be written: the final read has it all
             return status.value
         cursor.new_stream()
-        consumer = asyncio.create_task(self._consume(run_id, cursor, on_text))
+        consumer = asyncio.create_task(self._consume(run_id, sid, cursor, on_text))
         try:
             while True:
                 done, _ = await asyncio.wait({consumer}, timeout=poll_s)
                 if done:
                     consumer.result()  # raises _StreamDropped or on_text's error
-                status = await self._status_or_drop(run_id)
+                status = await self._status_or_drop(run_id, sid)
                 if status.is_terminal():
                     # The log is complete now; the caller's final full read delivers what
                     # the stream has not (Ray's stream takes seconds to notice the end).
@@ -505,8 +579,10 @@ class JobsClient:
                 consumer.cancel()
                 await asyncio.gather(consumer, return_exceptions=True)
 
-    async def _consume(self, run_id: str, cursor: _Cursor, on_text: Callable[[str], None]) -> None:
-        stream = self._client.tail_job_logs(submission_id_for(run_id))
+    async def _consume(
+        self, run_id: str, sid: str, cursor: _Cursor, on_text: Callable[[str], None]
+    ) -> None:
+        stream = self._client.tail_job_logs(sid)
         try:
             while True:
                 try:

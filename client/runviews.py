@@ -1,4 +1,5 @@
-"""How the run verbs (``submit runs logs stop branches fetch pull prune``) are shown: rich
+"""How the run verbs (``submit resume runs status logs stop branches fetch pull prune``) are
+shown: rich
 tables that fit the terminal, or ``--json`` for scripts. The verbs themselves act in
 ``runverbs``; this module only renders what they return."""
 
@@ -24,6 +25,7 @@ from .runverbs import (
     list_branches,
     list_runs,
     prune_runs,
+    run_status,
     show_logs,
     stop_run,
 )
@@ -63,7 +65,7 @@ def print_runs(*, console: Console, runs: list[JobRecord], title: str) -> None:
         rows.append(
             [
                 r.run_id,
-                r.status,
+                r.status + (f" (resume {r.attempt})" if r.attempt else ""),
                 commit,
                 m.get("branch", ""),
                 m.get("spec", ""),
@@ -94,6 +96,8 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
 
     if args.command == "submit":
         return _submit(args, config=config, cwd=cwd, console=console, as_json=as_json)
+    if args.command == "resume":
+        return _resume(args, config=config, cwd=cwd, console=console, as_json=as_json)
 
     with head_for(
         config=config, profile_name=args.profile, cwd=cwd, trust_new_host=args.trust_new_host
@@ -107,6 +111,18 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
             print_runs(console=console, runs=runs, title=title)
             if not runs:
                 console.print(Text("no runs yet: tether submit SPEC"))
+            return 0
+        if args.command == "status":
+            rec = run_status(head, args.run_id)
+            if as_json:
+                _json(asdict(rec))
+                return 0
+            title = f"run {args.run_id} on {head.profile_name} ({head.remote.name})"
+            print_runs(console=console, runs=[rec], title=title)
+            job = f"Ray job {rec.submission_id}"
+            console.print(Text(f"{job}, resume {rec.attempt}" if rec.attempt else job))
+            if rec.message:
+                console.print(Text(rec.message))
             return 0
         if args.command == "logs":
             status = show_logs(head, args.run_id, follow=args.follow, on_text=raw)
@@ -180,13 +196,51 @@ def _submit(args: argparse.Namespace, *, config, cwd: Path, console: Console, as
         console.print(Text(f"  follow it: tether logs {sub.run_id} -f"))
     if not args.watch:
         return 0
+    return _watch(args, config=config, cwd=cwd, console=console, run_id=sub.run_id)
+
+
+def _resume(args: argparse.Namespace, *, config, cwd: Path, console: Console, as_json: bool) -> int:
+    """``tether resume``: the run's next job, its summary line (or JSON), with ``--watch`` its
+    log."""
+    from .resume import resume_run
+
+    def echo(line: str) -> None:
+        if not as_json:
+            console.print(Text(line))
+
+    res = resume_run(
+        run_id=args.run_id,
+        config=config,
+        cwd=cwd,
+        profile_name=args.profile,
+        trust_new_host=args.trust_new_host,
+        echo=echo,
+    )
+    if as_json:
+        _json(asdict(res))
+    else:
+        console.print(
+            styled(
+                "resumed run ",
+                (res.run_id, "bold"),
+                f" as Ray job {res.job_id} (resume {res.attempt}, branch {res.branch})",
+            )
+        )
+        console.print(Text(f"  follow it: tether logs {res.run_id} -f"))
+    if not args.watch:
+        return 0
+    return _watch(args, config=config, cwd=cwd, console=console, run_id=res.run_id)
+
+
+def _watch(args: argparse.Namespace, *, config, cwd: Path, console: Console, run_id: str) -> int:
+    """Follow the run's newest job until it ends: 0 when it succeeded, else 1."""
     with head_for(
         config=config, profile_name=args.profile, cwd=cwd, trust_new_host=args.trust_new_host
     ) as head:
         status = show_logs(
-            head, sub.run_id, follow=True, on_text=lambda text: write_raw(text, console=console)
+            head, run_id, follow=True, on_text=lambda text: write_raw(text, console=console)
         )
-    console.print(Text(f"run {sub.run_id}: {status}"))
+    console.print(Text(f"run {run_id}: {status}"))
     return 0 if status == "SUCCEEDED" else 1
 
 

@@ -125,24 +125,42 @@ def _snapshot_onto_head(
     return snap, worktree
 
 
+def write_secrets(
+    *,
+    head: Head,
+    run_id: str,
+    secret_names: Sequence[str],
+    echo: Callable[[str], None],
+    suffix: str = "",
+) -> str | None:
+    """Write the secrets of ``secret_names`` set in this environment to the job's mode-600
+    file on the head (``<runs_path>/.secrets/<run-id><suffix>.env``, which the entrypoint
+    deletes at exit); returns its path, or None when none is set. Used by submit and by
+    resume (whose ``suffix`` makes the file its own job's)."""
+    secrets = {k: os.environ[k] for k in secret_names if os.environ.get(k)}
+    if not secrets:
+        return None
+    secrets_path = f"{head.runs_path}/.secrets/{run_id}{suffix}.env"
+    body = "".join(f"{k}={v}\n" for k, v in secrets.items())
+    head.write_file(path=secrets_path, data=body, private=True)
+    echo(f"secrets for the run: {', '.join(secrets)} (mode-600 file on the head)")
+    return secrets_path
+
+
 def _entrypoint(
     *, head: Head, config: TetherConfig, run_id: str, run_rel: str, worktree: str,
     secret_names: Sequence[str], echo: Callable[[str], None],
 ) -> str:  # fmt: skip
     """The job's entrypoint; the secrets the run needs go to a mode-600 file on the head."""
-    secrets = {k: os.environ[k] for k in secret_names if os.environ.get(k)}
     args = [
         "-m", "tether.cluster.entrypoint", "--run-id", run_id, "--spec", SPEC_IN_WORKTREE,
         "--run-dir", run_rel,
         "--heartbeat-s", f"{config.heartbeat.interval_s:g}",
         "--stall-timeout-s", f"{config.heartbeat.stall_timeout_s:g}",
     ]  # fmt: skip
-    if secrets:
-        secrets_path = f"{head.runs_path}/.secrets/{run_id}.env"
-        body = "".join(f"{k}={v}\n" for k, v in secrets.items())
-        head.write_file(path=secrets_path, data=body, private=True)
+    secrets_path = write_secrets(head=head, run_id=run_id, secret_names=secret_names, echo=echo)
+    if secrets_path is not None:
         args += ["--secrets-file", secrets_path]
-        echo(f"secrets for the run: {', '.join(secrets)} (mode-600 file on the head)")
     entrypoint = f"cd {shlex.quote(worktree)} && " + " ".join(
         shlex.quote(a) for a in [head.python, *args]
     )
