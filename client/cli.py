@@ -75,6 +75,18 @@ def _parser() -> argparse.ArgumentParser:
         "--llm", action="store_true", help="add LLM commentary (needs ANTHROPIC_API_KEY)"
     )
     analyze.add_argument("--llm-model", help="Anthropic model id for --llm")
+    analyze.add_argument(
+        "--compare",
+        type=Path,
+        metavar="RUN_DIR",
+        help="rebuild the comparison report of a pulled run (results/<run-id>/ or its compare/)",
+    )
+    analyze.add_argument(
+        "--metric", help="with --compare: rank by this metric (default: the comparison's)"
+    )
+    analyze.add_argument(
+        "--mode", choices=("max", "min"), help="with --compare: higher (max) or lower is better"
+    )
 
     _run_parsers(sub)
     add_cluster_parser(sub=sub)
@@ -214,6 +226,10 @@ def _analysis(args: argparse.Namespace, console: Console) -> int:
     def echo(line: str) -> None:
         console.print(Text(line))
 
+    if args.command == "analyze" and args.compare is not None:
+        return _analyze_compare(args, echo)
+    if args.command == "analyze" and (args.metric or args.mode):
+        raise TetherError("--metric and --mode apply to --compare RUN_DIR")
     if args.command == "analyze":
         return run_analyze(
             results=args.results,
@@ -233,6 +249,23 @@ def _analysis(args: argparse.Namespace, console: Console) -> int:
         out=args.out,
         as_json=args.json,
         echo=echo,
+    )
+
+
+def _analyze_compare(args: argparse.Namespace, echo) -> int:
+    from .analyze_compare import run_analyze_compare
+
+    extra = [flag for flag, given in (
+        ("a results file", args.results), ("--csv", args.csv), ("--target", args.target),
+        ("--milestones", args.milestones), ("--llm", args.llm),
+    ) if given]  # fmt: skip
+    if extra:
+        raise TetherError(
+            f"--compare rebuilds a comparison report: {', '.join(extra)} cannot go with it",
+            hint="tether analyze --compare results/<run-id>/ [--metric M --mode max|min] [--out D]",
+        )
+    return run_analyze_compare(
+        run_dir=args.compare, out=args.out, metric=args.metric, mode=args.mode, echo=echo
     )
 
 
@@ -275,20 +308,30 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         quick=args.quick,
     )
     table = Table(title=Text(f"run {result.run_id}: extractor comparison, track persistence"))
-    for col in ("extractor", "params", "test acc", "F1", "acc @ early", "compute saved", "train s"):
+    for col in ("extractor", "params", "test acc", "F1", "early rate", "saved %", "train s"):
         table.add_column(col, justify="right")
-    for t in result.results["trials"]:
+
+    def cell(rec, key: str, fmt: str) -> str:
+        value = rec.metrics.get(key)
+        return "unknown" if value is None else format(value, fmt)
+
+    for rec in result.records:
+        if rec.status != "finished":
+            table.add_row(Text(rec.trial), Text(f"{rec.status}: {rec.error or ''}"))
+            continue
         table.add_row(
-            Text(t["model"]),
-            f"{t['parameters']:,}",
-            f"{t['accuracy']:.1%}",
-            f"{t['f1']:.3f}",
-            f"{t['accuracy_at_decision']:.1%}",
-            f"{t['compute_savings_pct']:.0f}%",
-            f"{t['train_seconds']:.0f}",
+            Text(rec.extractor),
+            cell(rec, "parameters", ",.0f"),
+            cell(rec, "test.accuracy", ".1%"),
+            cell(rec, "test.f1", ".3f"),
+            cell(rec, "test.early_decision_rate", ".1%"),
+            cell(rec, "test.compute_saved_pct", ".0f"),
+            cell(rec, "train_seconds", ".0f"),
         )
     console.print(table)
-    console.print(Text(f"results: {result.run_dir} (training_results.json per extractor)"))
+    report = result.run_dir / "compare" / "comparison.html"
+    console.print(Text(f"comparison: {report}"))
+    console.print(Text(f"results: {result.run_dir} (compare/trials/<trial>/ per trial)"))
     return 0
 
 

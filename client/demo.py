@@ -1,14 +1,16 @@
 """``tether demo``: the main job on the embedded local default (no cloud, no GPU).
 
-Starts a local Ray cluster when none is running, submits the run as an ordinary Ray job
-through the Jobs API, follows its log, and shows the results it wrote.
+Starts a local Ray cluster when none is running (with 4 logical GPUs unless the local
+profile sets ``num_gpus``), writes a comparison spec (the four extractors, one trial each,
+one logical GPU per trial) into the git-ignored ``.tether/``, submits the entrypoint with it
+as an ordinary Ray job through the Jobs API, follows its log, and shows the comparison it
+wrote in ``results/<run-id>/compare/``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shlex
 import sys
 import time
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
+
+from tether.ml.atomic import write_bytes_atomic
 
 from .config import LocalProfile, TetherConfig
 from .errors import ClusterError
@@ -29,9 +33,11 @@ from .localcluster import (
     start_local_cluster,
     stop_local_cluster,
 )
-from .localstate import run_results_dir
+from .localstate import run_results_dir, state_dir
 from .repo import repo_root
 from .runid import new_run_id
+
+DEMO_GPUS = 4  # logical GPUs of a cluster the demo starts, so the fan-out is real
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,26 @@ class DemoResult:
     run_id: str
     run_dir: Path
     status: JobStatus
-    results: dict
+    records: list  # tether.ml.comparison_report.TrialRecord, one per trial
+
+
+def demo_spec(*, quick: bool) -> str:
+    """The demo's experiment spec: a compare stage over the four built-in extractors."""
+    size, epochs, n = ("tiny", 1, 64) if quick else ("small", 8, 1500)
+    return (
+        'name = "demo"\n\n'
+        "[train]\n"
+        f"epochs = {epochs}\n"
+        f'extractor = {{ name = "i3d", size = "{size}" }}\n'
+        f"track = {{ train_size = {n}, val_size = {max(16, n // 5)}, "
+        f"test_size = {max(16, n // 5)} }}\n\n"
+        "[compare]\n"
+        'extractors = ["i3d", "slowfast", "magvit", "transformer"]\n'
+        "seeds = [0]\n"
+        "gpus_per_trial = 1\n"
+        "cpus_per_trial = 0.5\n\n"
+        '[[stages]]\nname = "compare"\n'
+    )
 
 
 def run_demo(
@@ -64,20 +89,21 @@ def run_demo(
         started = start_local_cluster(
             temp_dir=default_temp_dir(),
             dashboard_port=profile.dashboard_port,
-            num_gpus=profile.num_gpus,
+            num_gpus=DEMO_GPUS if profile.num_gpus is None else profile.num_gpus,
         )
         record_cluster(repo=root, cluster=started)  # `tether cluster stop` finds it
     else:
         echo(f"using the local Ray cluster at {url}")
     try:
         client = JobSubmissionClient(url)
+        spec = state_dir(root) / f"{run_id}.toml"  # git-ignored
+        write_bytes_atomic(spec, demo_spec(quick=quick).encode())
         entrypoint = (
             f"cd {shlex.quote(str(root))} && {shlex.quote(sys.executable)} "
-            "-m tether.cluster.entrypoint "
-            f"--run-id {run_id} --run-dir {shlex.quote(str(run_dir))}"
+            "-m tether.cluster.entrypoint --no-commit "
+            f"--run-id {run_id} --run-dir {shlex.quote(str(run_dir))} "
+            f"--spec {shlex.quote(str(spec))}"
         )
-        if quick:  # seconds, not minutes: tiny models, one epoch, a few clips
-            entrypoint += " --size tiny --epochs 1 --train-size 64"
         job_id = client.submit_job(
             entrypoint=entrypoint,
             submission_id=run_id,
@@ -96,8 +122,10 @@ def run_demo(
             f"demo job {job_id} ended {status.value}; last log lines:\n{tail}",
             hint="rerun with TETHER_DEBUG=1, or look at `ray job logs` for the job",
         )
-    results = json.loads((run_dir / "comparison.json").read_text())
-    return DemoResult(run_id=run_id, run_dir=run_dir, status=status, results=results)
+    from tether.ml.comparison_report import read_trials
+
+    records = read_trials(run_dir / "compare")
+    return DemoResult(run_id=run_id, run_dir=run_dir, status=status, records=records)
 
 
 def _follow(

@@ -4,25 +4,16 @@
 an experiment spec's stages (``cluster.pipeline``) in the run's worktree (the working
 directory), with results in ``results/<run-id>/`` there, committed stage by stage on the run
 branch. Exit status: 0 succeeded, 1 a stage failed, 2 the spec or the worktree is wrong.
-
-Without ``--spec`` it compares the four built-in feature extractors on the track-persistence
-task, one Ray task each (one GPU each when the cluster has GPUs): the embedded demo.
+A comparison of feature extractors is a spec with a ``compare`` stage (``cluster.compare_spec``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import ray
-
-from tether.ml.data import TrackConfig
-from tether.ml.models import EXTRACTOR_NAMES, ExtractorConfig
-from tether.ml.train import TrainConfig
-
-from .compare import compare_extractors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run-dir", type=Path, help="lightweight results (default: results/<run-id>)"
     )
-    parser.add_argument("--spec", type=Path, help="experiment spec (TOML): run its stages")
+    parser.add_argument(
+        "--spec", type=Path, required=True, help="experiment spec (TOML): run its stages"
+    )
     parser.add_argument("--resume", action="store_true", help="re-run only unfinished stages")
     parser.add_argument("--no-commit", action="store_true", help="no stage commits")
     parser.add_argument("--heartbeat-s", type=float, default=30.0)
@@ -44,47 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint-dir", type=Path, help="default: .tether/checkpoints/<run-id> (git-ignored)"
     )
-    parser.add_argument("--extractors", nargs="+", default=list(EXTRACTOR_NAMES))
-    parser.add_argument("--size", default="small", help="model size: tiny, small, base")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--train-size", type=int, default=1500)
-    parser.add_argument("--gpus-per-trial", type=float, default=None)
     args = parser.parse_args(argv)
     if args.run_dir is None:
         args.run_dir = Path("results") / args.run_id
-    if args.spec is not None:
-        return _run_spec(args)
-
-    start = time.time()
-    ray.init(log_to_driver=True)
-    n = args.train_size
-    base = TrainConfig(
-        extractor=ExtractorConfig(name=args.extractors[0], size=args.size),
-        track=TrackConfig(train_size=n, val_size=max(16, n // 5), test_size=max(16, n // 5)),
-        epochs=args.epochs,
-    )
-    ckpt = _checkpoint_dir(args)
-    run_dir = args.run_dir.resolve()
-    print(
-        f"run {args.run_id}: comparing {', '.join(args.extractors)} "
-        f"({args.size}, {args.epochs} epochs, {n} training clips)",
-        flush=True,
-    )
-    rows = compare_extractors(
-        base=base,
-        extractors=args.extractors,
-        run_dir=run_dir,
-        checkpoint_dir=ckpt,
-        gpus_per_trial=args.gpus_per_trial,
-    )
-    for r in rows:
-        print(
-            f"result {r['model']}: test_accuracy={r['accuracy']:.3f} f1={r['f1']:.3f} "
-            f"({r['train_seconds']:.0f}s)",
-            flush=True,
-        )
-    print(f"done in {time.time() - start:.0f}s; wrote {run_dir / 'comparison.json'}")
-    return 0
+    return _run_spec(args)
 
 
 def _checkpoint_dir(args: argparse.Namespace) -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,13 @@ from pydantic import BaseModel, Field
 from tether.ml.atomic import write_json_atomic
 
 from .artifacts import release_sinks
+from .compare_stage import run_compare
+from .driver_events import DriverEvents, task_error
 from .errors import ClusterRuntimeError
-from .events import make_event
 from .gitstage import StageCommitError, StageCommitter
 from .monitor import start_monitor
 from .spec import ExperimentSpec, StageSpec
-from .stage_task import LAST_LINES, stage_task
-from .stages import StageError
+from .stage_task import remote_stage_task
 
 STATE_FILE = "run_state.json"
 COMMAND_GRACE_S = 15.0  # a command stage stops itself at timeout_s; the driver waits this longer
@@ -106,24 +105,6 @@ class PipelineResult:
     error: str | None = None
 
 
-class _DriverEvents:
-    """Events the driver itself adds (alerts, a dead task's failure): pushed straight to the
-    monitor, so the driver has no heartbeat of its own to go stale."""
-
-    def __init__(self, monitor, run_id: str) -> None:
-        self.monitor, self.run_id = monitor, run_id
-        self.src = f"driver-{uuid.uuid4().hex[:8]}"
-        self.batch = 0
-
-    def push(self, kind: str, **fields: Any) -> None:
-        self.batch += 1
-        event = make_event(kind=kind, run=self.run_id, **fields)
-        ray.get(self.monitor.push.remote(reporter=self.src, batch=self.batch, events=[event]))
-
-    def alert(self, message: str, *, level: str = "info", code: str, stage: str | None = None):
-        self.push("alert", level=level, code=code, message=message, stage=stage)
-
-
 def run_pipeline(
     *,
     run_id: str,
@@ -161,7 +142,7 @@ def run_pipeline(
     )
     if resume:
         ray.get(monitor.reopen.remote())
-    driver = _DriverEvents(monitor, run_id)
+    driver = DriverEvents(monitor, run_id)
     state.status, state.error = "running", None
     _save_state(run_dir, state)
     job = {
@@ -185,7 +166,7 @@ def run_pipeline(
 
 def _drive(
     *, spec: ExperimentSpec, state: RunState, job: dict, run_dir: Path, monitor,
-    driver: _DriverEvents, committer: StageCommitter | None,
+    driver: DriverEvents, committer: StageCommitter | None,
 ) -> PipelineResult:  # fmt: skip
     push_owed = False
     for stage in spec.stages:
@@ -199,6 +180,23 @@ def _drive(
             continue
         rec.status, rec.started, rec.ended, rec.error = "running", time.time(), None, None
         _save_state(run_dir, state)
+        if stage.builtin and stage.name == "compare":  # trials fanned out, committed by trial
+            out = run_compare(
+                stage=stage, spec=spec, job=job, run_dir=run_dir, monitor=monitor,
+                driver=driver, committer=committer,
+            )  # fmt: skip
+            rec.ended, rec.summary, rec.commit = time.time(), out.summary, out.commit or rec.commit
+            if committer is not None and (out.commit or push_owed):
+                push_owed = not _push(committer, driver)
+            if not out.ok:
+                return _failed(
+                    state=state, rec=rec, error=out.error,
+                    run_error=f"stage {stage.name} failed: {out.error}", run_dir=run_dir,
+                    monitor=monitor,
+                )  # fmt: skip
+            rec.status = "finished"
+            _save_state(run_dir, state)
+            continue
         ok, result, error = _run_stage(stage=stage, job=job, monitor=monitor, driver=driver)
         rec.ended = time.time()
         if not ok:
@@ -291,7 +289,7 @@ def _initial_state(
 
 
 def _run_stage(
-    *, stage: StageSpec, job: dict, monitor, driver: _DriverEvents
+    *, stage: StageSpec, job: dict, monitor, driver: DriverEvents
 ) -> tuple[bool, dict | None, str | None]:
     options: dict[str, Any] = {
         "num_cpus": stage.num_cpus,
@@ -309,7 +307,7 @@ def _run_stage(
         code="stage:submitted",
         stage=stage.name,
     )
-    ref = _remote_stage.options(**options).remote({**job, "stage": stage.model_dump()})
+    ref = remote_stage_task.options(**options).remote({**job, "stage": stage.model_dump()})
     wait_s = None
     if stage.timeout_s is not None:
         wait_s = stage.timeout_s + (COMMAND_GRACE_S if stage.command or stage.name == "test" else 0)
@@ -317,56 +315,17 @@ def _run_stage(
     if not ready:
         ray.cancel(ref, force=True)
         error = f"timed out after {stage.timeout_s:g}s and was cancelled"
-        _fail_for_task(monitor, driver, stage=stage.name, since=since, error=error)
+        driver.fail_for_task(stage=stage.name, since=since, error=error)
         return False, None, error
     try:
         return True, ray.get(ref), None
-    except ray.exceptions.RayTaskError as exc:
-        cause = exc.cause if exc.cause is not None else exc
-        error = str(cause) if isinstance(cause, StageError) else f"{type(cause).__name__}: {cause}"
-        _fail_for_task(monitor, driver, stage=stage.name, since=since, error=error)
-        return False, None, error
-    except ray.exceptions.RayError as exc:  # worker or node died and the retries are used up
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        error = (
-            f"the task's worker died and its {stage.max_retries} retries are used up "
-            f"({type(exc).__name__}: {first})"
-        )
-        _fail_for_task(monitor, driver, stage=stage.name, since=since, error=error)
+    except ray.exceptions.RayError as exc:  # the stage's error, or its worker died
+        error, _ = task_error(exc, max_retries=stage.max_retries)
+        driver.fail_for_task(stage=stage.name, since=since, error=error)
         return False, None, error
 
 
-# A fresh worker process per stage: no imported user code, state or GPU memory carries over.
-_remote_stage = ray.remote(max_calls=1)(stage_task)
-
-
-def _fail_for_task(monitor, driver: _DriverEvents, *, stage: str, since: int, error: str) -> None:
-    """When the task could not say it failed (killed, cancelled), say it for it: a ``failed``
-    stage event under the task's worker id, with its last log lines from the events."""
-    summary = ray.get(monitor.summary.remote())
-    row = next((s for s in summary["stages"] if s["stage"] == stage and s["trial"] is None), None)
-    if row is not None and row["status"] == "failed":
-        return  # the task reported its own failure
-    lines: list[str] = []
-    seq = since
-    while True:
-        page = ray.get(monitor.events.remote(since_seq=seq, limit=5000))
-        if not page:
-            break
-        seq = page[-1]["seq"]
-        lines.extend(e["line"] for e in page if e["kind"] == "log" and e["stage"] == stage)
-        lines = lines[-LAST_LINES:]
-    driver.push(
-        "stage",
-        stage=stage,
-        worker=row["worker"] if row else None,
-        status="failed",
-        error=error,
-        last_log_lines=lines,
-    )
-
-
-def _push(committer: StageCommitter, driver: _DriverEvents) -> bool:
+def _push(committer: StageCommitter, driver: DriverEvents) -> bool:
     res = committer.push()
     if not res.ok:
         driver.alert(

@@ -27,9 +27,10 @@ timeout_s = 3600
 ```
 
 Stages run in the order given; built-in names are ``setup test train evaluate visualize
-analyze report compare``. Errors name the file, the line and the dotted key, one line each
-(``x.toml:14: train.epochz: unknown key (did you mean 'epochs'?)``), ``[train]`` included:
-it is checked against ``TrainConfig``'s fields down to the nested tables.
+analyze report compare``; ``compare`` runs the trials of the ``[compare]`` table
+(``cluster.compare_spec``), one Ray task each. Errors name the file, the line and the dotted
+key, one line each (``x.toml:14: train.epochz: unknown key (did you mean 'epochs'?)``),
+``[train]`` included: it is checked against ``TrainConfig``'s fields down to the nested tables.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from tether.ml.errors import ConfigValueError
 from tether.ml.tomlfile import Table, load_model, parse_model
 from tether.ml.train_config import TrainConfig
 
+from .compare_spec import CompareSpec
 from .errors import ClusterRuntimeError
 
 BUILTIN_STAGES = ("setup", "test", "train", "evaluate", "visualize", "analyze", "report", "compare")
@@ -144,6 +146,7 @@ class ExperimentSpec(BaseModel):
     llm: bool = False  # LLM commentary in the report stage (needs ANTHROPIC_API_KEY on the head)
     # ml.train.TrainConfig fields, checked as TrainConfig, kept as the table (sent to the job)
     train: Annotated[dict, Table(TrainConfig)] = Field(default_factory=dict)
+    compare: CompareSpec | None = None  # the trials of the compare stage (cluster.compare_spec)
     stages: list[StageSpec] = Field(min_length=1)
 
     @field_validator("name")
@@ -195,6 +198,26 @@ class ExperimentSpec(BaseModel):
                 )
             seen_train = seen_train or s.name == "train"
         return stages
+
+    @model_validator(mode="after")
+    def _compare(self) -> ExperimentSpec:
+        at = next((i for i, s in enumerate(self.stages) if s.builtin and s.name == "compare"), None)
+        if at is not None and self.compare is None:
+            raise ConfigValueError(
+                "the compare stage needs a [compare] table (extractors, seeds, ...)",
+                key=("stages", at, "name"),
+            )
+        if at is None and self.compare is not None:
+            raise ConfigValueError(
+                '[compare] is set but no stage runs it: add [[stages]] name = "compare"',
+                key=("compare",),
+            )
+        if self.compare is not None:
+            try:
+                self.compare.check_trials(train=self.train)
+            except ConfigValueError as exc:
+                raise ConfigValueError(exc.message, key=("compare", *exc.key)) from None
+        return self
 
     def run_branch(self, run_id: str) -> str:
         return self.branch or f"tether/{self.name}/{run_id}"

@@ -5,7 +5,8 @@ events with the task's attempt number, so a retry after the worker died is visib
 a function stage's stdout/stderr into ``log`` events, runs the stage's body in the run's
 worktree with the run's secrets in its environment, writes ``stage.json``, and ships the
 stage's folder through the run's artifact sink to ``<run_dir>/<stage>/`` on the head (an
-``artifact`` event per file, with the digest the sink verified). A failed stage reports its
+``artifact`` event per file, with the digest the sink verified); a compare trial's go to
+``<run_dir>/compare/trials/<trial>/``. A failed stage reports its
 error and last output lines, ships its partial files, and raises :class:`StageError`.
 """
 
@@ -26,6 +27,8 @@ from .artifacts import get_sink, ship_artifacts
 from .attempts import task_attempt
 from .batch_reporter import Reporter
 from .capture import OutputLines, TeeLines
+from .compare_spec import TrialSpec
+from .compare_trial import run_trial
 from .gitstage import CHECKPOINT_GLOBS
 from .reporter import set_default_reporter
 from .spec import ExperimentSpec, StageSpec
@@ -37,13 +40,16 @@ LAST_LINES = 30
 
 
 def _stage_context(job: dict, scratch: Path, sink) -> StageContext:
-    """The context of the stage ``job`` names, with a reporter of its own (to the monitor)."""
+    """The context of the stage ``job`` names (and of its trial, for a compare trial), with a
+    reporter of its own (to the monitor)."""
     spec = ExperimentSpec.model_validate(job["spec"])
     stage = StageSpec.model_validate(job["stage"])
+    trial = TrialSpec.from_dict(job["trial"]) if job.get("trial") else None
     run_id = job["run_id"]
     reporter = Reporter(
         transport=MonitorTransport.for_run(run_id=run_id),
         run_id=run_id,
+        trial=trial.name if trial else None,
         stage=stage.name,
         heartbeat_s=job["heartbeat_s"],
     )
@@ -62,12 +68,14 @@ def _stage_context(job: dict, scratch: Path, sink) -> StageContext:
         checkpoint_root=Path(job["checkpoint_root"]),
         fetch=lambda rel: ray.get(sink.read.remote(rel)),
         branch=job.get("branch"),
+        trial=trial,
     )
 
 
 def stage_task(job: dict) -> dict:
-    """One stage, inside a Ray worker. Returns the outcome; raises StageError on failure
-    (after reporting it and shipping whatever files the stage wrote)."""
+    """One stage, or one trial of a compare stage (``job["trial"]``), inside a Ray worker.
+    Returns the outcome; raises StageError on failure (after reporting it and shipping
+    whatever files the stage wrote)."""
     sink = get_sink(run_id=job["run_id"], root=Path(job["run_dir"]))
     scratch = Path(tempfile.mkdtemp(prefix=f"tether-{job['stage']['name']}-"))
     ctx = _stage_context(job, scratch, sink)
@@ -81,14 +89,17 @@ def stage_task(job: dict) -> dict:
     cwd = os.getcwd()
     started = time.time()
     # On a retry (the worker died), attempt 2, 3...: the monitor marks the old worker dead.
-    reporter.stage(stage.name, "started", node=node, pid=os.getpid(), attempt=task_attempt())
+    reporter.stage(
+        stage.name, "started", node=node, pid=os.getpid(), attempt=task_attempt(),
+        **({"gpu_ids": [str(g) for g in ray.get_gpu_ids()]} if ctx.trial else {}),
+    )  # fmt: skip
     secrets = job.get("secrets") or {}
     saved_env = {k: os.environ.get(k) for k in secrets}
     try:
         os.chdir(worktree)
         os.environ.update(secrets)
         try:
-            outcome = body_for(stage)(ctx)
+            outcome = (run_trial if ctx.trial else body_for(stage))(ctx)
         except BaseException as exc:
             lines = list(getattr(exc, "last_lines", None) or printed.last_lines())
             error = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
@@ -104,7 +115,9 @@ def stage_task(job: dict) -> dict:
             "data": outcome.data,
             "files": shipped,
             "node": node,
+            "started": started,
             "seconds": time.time() - started,
+            "attempt": task_attempt(),
         }
     finally:
         for k, v in saved_env.items():
@@ -141,7 +154,7 @@ def _finish_files(
     write_json_atomic(ctx.out_dir / STAGE_FILE, record)
     try:
         res = ship_artifacts(
-            sink=sink, root=ctx.out_dir, prefix=ctx.stage.name, exclude=CHECKPOINT_GLOBS
+            sink=sink, root=ctx.out_dir, prefix=ctx.files_prefix, exclude=CHECKPOINT_GLOBS
         )
     except Exception:
         if status == "failed":
@@ -150,3 +163,8 @@ def _finish_files(
     for rel in res.sent:
         ctx.reporter.artifact(rel, digest=res.digests[rel])  # as the sink verified it
     return res.sent
+
+
+# A fresh worker process per stage (and per trial): no imported user code, state or GPU
+# memory carries over.
+remote_stage_task = ray.remote(max_calls=1)(stage_task)

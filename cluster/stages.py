@@ -37,6 +37,7 @@ from tether.ml.atomic import write_bytes_atomic, write_json_atomic
 
 from .batch_reporter import Reporter
 from .command_stage import run_command_stage
+from .compare_spec import TrialSpec
 from .errors import ClusterRuntimeError
 from .spec import ExperimentSpec, StageSpec
 
@@ -77,6 +78,14 @@ class StageContext:
     checkpoint_root: Path  # the head-disk checkpoint store's root (when no checkpoint_uri)
     fetch: Callable[[str], bytes | None]  # a file of the head run dir, by relative path
     branch: str | None = None
+    trial: TrialSpec | None = None  # a compare trial: its name, extractor, seed, overrides
+
+    @property
+    def files_prefix(self) -> str:
+        """Where ``out_dir``'s files land in the head run directory."""
+        if self.trial is None:
+            return self.stage.name
+        return f"{self.stage.name}/trials/{self.trial.name}"
 
     def fetch_to(self, rel: str, dest: Path) -> Path:
         """Copy ``<run_dir>/<rel>`` from the head to ``dest``; StageError when it is missing."""

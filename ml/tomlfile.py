@@ -49,16 +49,22 @@ _AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 @dataclasses.dataclass(frozen=True)
 class Table:
     """``Annotated[dict, Table(Model)]``: validate a table as ``Model`` (a dataclass or a
-    pydantic model), keep the dict. Errors inside keep their paths (``train.extractor.size``)."""
+    pydantic model), keep the dict. Errors inside keep their paths (``train.extractor.size``).
+
+    ``partial`` maps a table that is only part of a ``Model`` (an override laid over another
+    table) to one that validates on its own, e.g. by filling a required key the other table
+    gives; the dict kept is the table as written."""
 
     model: type
+    partial: Any = None  # Callable[[dict], dict] | None
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
         def keep(value: Any, validate: core_schema.ValidatorFunctionWrapHandler) -> Any:
             try:
-                checked = validate(value)
+                whole = self.partial(value) if self.partial and isinstance(value, dict) else value
+                checked = validate(whole)
             except MLError as exc:  # a nested config raised something that is no ValueError
                 raise ValueError(str(exc)) from None
             return value if isinstance(value, dict) else dataclasses.asdict(checked)

@@ -19,6 +19,7 @@ from tether.ml.errors import MLError
 from tether.ml.train_config import TrainConfig
 
 STAGES = '[[stages]]\nname = "train"\n'
+COMPARE = '[[stages]]\nname = "compare"\n'
 
 # (file, text, line, dotted key, message substring); key None: a TOML syntax error.
 CASES = [
@@ -63,6 +64,32 @@ CASES = [
      2, "llm", "Input should be a valid boolean"),
     ("spec", 'nme = "x"\n' + STAGES,
      1, "nme", "unknown key (did you mean 'name'?)"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d", "i4d"]\n' + COMPARE,
+     3, "compare.extractors[1]", "unknown extractor 'i4d': the built-in training has i3d, "
+     "slowfast, magvit, transformer (or set run = 'module:function' to compare your own code)"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d"]\nseeds = []\n' + COMPARE,
+     4, "compare.seeds", "List should have at least 1 item after validation, not 0"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d"]\ngpus_per_trial = 0\n' + COMPARE,
+     4, "compare.gpus_per_trial", "Input should be greater than 0 (got 0)"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d"]\ngpus_per_trial = -0.5\n' + COMPARE,
+     4, "compare.gpus_per_trial", "Input should be greater than 0 (got -0.5)"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d", "magvit"]\n'
+             '[compare.overrides.magvit]\nlrr = 1e-3\n' + COMPARE,
+     5, "compare.overrides.magvit.lrr", "unknown key (did you mean 'lr'?)"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d", "magvit"]\n'
+             '[compare.overrides.magvit]\nextractor = { size = "huge" }\n' + COMPARE,
+     5, "compare.overrides.magvit.extractor.size", "unknown size 'huge'"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d"]\n'
+             '[compare.overrides.slowfast]\nlr = 1e-3\n' + COMPARE,
+     4, "compare.overrides.slowfast", "overrides for 'slowfast', which is not in extractors"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d"]\nseeds = [0, 0]\n' + COMPARE,
+     4, "compare.seeds[1]", "seed 0 is listed twice"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d"]\nmetric = "test.acc"\n' + COMPARE,
+     4, "compare.metric", "unknown metric 'test.acc': the built-in trials report test.accuracy"),
+    ("spec", 'name = "x"\n' + COMPARE,
+     3, "stages[0].name", "the compare stage needs a [compare] table"),
+    ("spec", 'name = "x"\n[compare]\nextractors = ["i3d"]\n' + STAGES,
+     2, "compare", "[compare] is set but no stage runs it"),
     ("spec", 'name = "x"\n[train]\nepochs =\n' + STAGES,
      3, None, "not valid TOML: Invalid value (column 9)"),
     ("config", '[profiles.local]\nkind = "local"\ndashboard_port = 18265\n',
@@ -186,13 +213,28 @@ def _submit(repo: Path, spec: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_the_cli_refuses_a_bad_spec_before_anything_remote(git_repo):
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('name = "x"\n[train]\nepochz = 3\n' + STAGES,
+         "error: bad.toml:3: train.epochz: unknown key (did you mean 'epochs'?)"),
+        ('name = "x"\n[compare]\nextractors = ["i3d", "magvit"]\ngpus_per_trial = 0\n'
+         '[compare.overrides.magvit]\nlrr = 1e-3\n' + COMPARE,
+         "error: bad.toml:4: compare.gpus_per_trial: Input should be greater than 0 (got 0)"),
+    ],
+    ids=["train", "compare"],
+)  # fmt: skip
+def test_the_cli_refuses_a_bad_spec_before_anything_remote(git_repo, text, expected):
     repo = git_repo.path
-    (repo / "bad.toml").write_text('name = "x"\n[train]\nepochz = 3\n' + STAGES)
+    (repo / "bad.toml").write_text(text)
     proc = _submit(repo, "bad.toml")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
-    assert "error: bad.toml:3: train.epochz: unknown key (did you mean 'epochs'?)" in lines
+    assert expected in lines, proc.stderr
+    if "compare" in text:  # every error of the table, one line each, in file order
+        assert "bad.toml:6: compare.overrides.magvit.lrr: unknown key (did you mean 'lr'?)" in (
+            proc.stderr
+        )
     assert "Traceback" not in proc.stderr and "{" not in proc.stderr
     assert "nothing was submitted" in proc.stderr
     # nothing happened: no run branch, no state folder, the work tree untouched
