@@ -145,7 +145,7 @@ def run_analyze_compare(
         records=records,
         metric=chosen,
         mode=mode,
-        epoch=epoch if epoch in ("best", "last") else None,
+        epoch=epoch if epoch in ("best", "last", "trial") else None,
         provenance=_provenance(previous, compare_dir.parent),
         out_dir=out or compare_dir,
         expected_trials=max(expected, len(records)) if expected is not None else None,

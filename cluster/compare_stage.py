@@ -190,7 +190,7 @@ class _Report:
             records=list(self.records.values()),
             metric=self.compare.metric,
             mode=self.compare.mode,
-            epoch=self.compare.epoch,
+            epoch=self.compare.epoch if self.compare.run is None else "trial",
             provenance=self.provenance,
             out_dir=self.out_dir,
             expected_trials=len(self.records),

@@ -454,3 +454,21 @@ def test_analyze_compare_options_and_errors(pulled, tmp_path, capsys, monkeypatc
     (run_dir / "compare" / "trials" / "i3d-s0" / "trial.json").write_text("[1, 2]")
     err = error("--compare", str(run_dir))
     assert "i3d-s0/trial.json is not a trial record" in err and "hint:" in err
+
+
+def test_the_summary_line_names_a_single_seed_leader_beside_the_tested_best(tmp_path):
+    from tether.ml.comparison_report import Provenance, TrialRecord, write_comparison
+
+    def rec(ext: str, seed: int, value: float) -> TrialRecord:
+        return TrialRecord(
+            trial=f"{ext}-s{seed}", extractor=ext, seed=seed, status="finished",
+            metrics={"test.accuracy": value},
+        )  # fmt: skip
+
+    records = [rec("raw", 0, 0.60), rec("raw", 1, 0.61), rec("wavelet", 0, 0.80)]
+    out = write_comparison(
+        records=records, metric="test.accuracy", mode="max", epoch="trial",
+        provenance=Provenance(), out_dir=tmp_path, expected_trials=4,
+    )  # fmt: skip
+    assert out.summary_line == "3/4 trials, best raw 0.605 +- 0.0071 (wavelet 0.8 from 1 seed)"
+    assert "metrics as each trial function returned them" in out.text

@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict
 from .. import comparison_stats as cs
 from .records import TrialRecord
 
-Epoch = Literal["best", "last"] | None
+Epoch = Literal["best", "last", "trial"] | None  # "trial": a user's trial function decides
 SCHEMA_VERSION = 1
 
 EPOCH_TEXT = {
     "best": "test metrics of the best epoch by val loss",
     "last": "test metrics of the last epoch",
+    "trial": "metrics as each trial function returned them",
     None: "the epoch whose weights were tested is not recorded",
 }
 

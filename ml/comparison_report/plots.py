@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from ..plots.drawing import FIGSIZE, _new_figure, _save, _short, _style
 from .build import LATENCY_METRIC, ComparisonData, ExtractorView
@@ -78,6 +79,7 @@ def val_curves(*, data: ComparisonData, path: Path) -> Path | None:
                 if len(curves) > 1:
                     ax.fill_between(x, lo, hi, color=color[e.name], alpha=0.18, linewidth=0)
             ax.set_title(f"validation {name}")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(name)
             ax.legend(fontsize=8)
@@ -94,12 +96,18 @@ def metric_bars(*, data: ComparisonData, path: Path) -> Path | None:
     values = [p.value for e in shown for p in e.summary.points]
     values += [v for e in shown for v in (e.summary.ci_low, e.summary.ci_high) if v is not None]
     lo, hi = min(values), max(values)
+    # Zoom in on the seeds' spread, not the zero line, when the values sit far from zero; a
+    # bar cut off below would mislead then, so the mean is a line instead.
+    zoom = lo >= 0 and hi > 0 and lo > 0.5 * hi
     with _style():
         fig = _new_figure(FIGSIZE)
         ax = fig.subplots()
         for i, e in enumerate(shown):
             s = e.summary
-            ax.bar(i, s.mean, width=0.6, color=color[e.name], alpha=0.7)
+            if zoom:
+                ax.hlines(s.mean, i - 0.3, i + 0.3, color=color[e.name], linewidth=3)
+            else:
+                ax.bar(i, s.mean, width=0.6, color=color[e.name], alpha=0.7)
             if s.ci_low is not None and s.ci_high is not None:
                 ax.errorbar(i, s.mean, yerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]],
                             color="black", capsize=8, linewidth=1.5,
@@ -109,7 +117,7 @@ def metric_bars(*, data: ComparisonData, path: Path) -> Path | None:
             ax.scatter(xs, pts, color="black", s=22, zorder=3, label="seeds" if i == 0 else None)
         ticks = [f"{_short(e.name, 20)}\n(n={e.summary.n})" for e in shown]
         ax.set_xticks(range(len(shown)), ticks)
-        if lo >= 0 and hi > 0 and lo > 0.5 * hi:  # zoom in: the seeds' spread, not the zero line
+        if zoom:
             pad = max((hi - lo) * 0.25, abs(hi) * 1e-3)
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_ylabel(data.metric)

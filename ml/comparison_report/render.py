@@ -108,7 +108,8 @@ def _duration(rec: TrialRecord) -> str:
 
 def _trial_row(r: TrialRecord, metric: str) -> list[str]:
     return [
-        r.trial, r.status, num(r.value(metric)), _known(r.device), _known(r.node),
+        r.trial, r.status, num(r.value(metric)), _known(r.device),
+        _known(r.node[:12] if r.node else None),
         ", ".join(r.gpu_ids) or DASH, _known(r.host), str(r.attempts) if r.attempts else DASH,
         DASH if r.resumed_from_epoch is None else str(r.resumed_from_epoch),
         _duration(r), _known(r.config_hash),
@@ -129,7 +130,7 @@ def _provenance(data: ComparisonData) -> TableBlock:
         ["run", _known(p.run)], ["spec", _known(p.spec)], ["branch", _known(p.branch)],
         ["commit", _known(p.commit)], ["dirty", dirty],
     ]  # fmt: skip
-    return TableBlock(header=["", ""], rows=rows)
+    return TableBlock(header=["what", "value"], rows=rows)
 
 
 def build_report(

@@ -36,13 +36,24 @@ def n_failed(data: ComparisonData) -> int:
 
 def summary_line(data: ComparisonData) -> str:
     """``5/12 trials, best i3d 0.981 +- 0.004`` (``; 1 failed`` when some did);
-    ``0/12 trials finished`` before any finished."""
+    ``0/12 trials finished`` before any finished. The best is the best tested extractor (2
+    seeds or more); one with a single seed and a better value is named beside it
+    (``(magvit 0.99 from 1 seed)``), so an early leader is not hidden while seeds come in."""
     best = data.best()
     if data.finished == 0 or best is None:
         line = f"{data.finished}/{data.expected} trials finished"
     else:
         line = f"{data.finished}/{data.expected} trials, best {best.name} "
         line += mean_std(best.summary, pm="+-")
+        sign = 1 if data.mode == "max" else -1
+        ahead = [
+            e for e in data.extractors
+            if e.summary and e.summary.n == 1 and e is not best and best.summary.mean is not None
+            and sign * (e.summary.mean - best.summary.mean) > 0
+        ]  # fmt: skip
+        if ahead:
+            top = max(ahead, key=lambda e: sign * e.summary.mean)
+            line += f" ({top.name} {sig(top.summary.mean, 4)} from 1 seed)"
     failed = n_failed(data)
     return f"{line}; {failed} failed" if failed else line
 
