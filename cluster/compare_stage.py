@@ -198,9 +198,10 @@ class _Report:
         if self.committer is None:
             return None
         try:
-            return self.committer.commit_stage(
-                stage=self.stage, summary=self.comparison.summary_line, paths=[self.out_dir]
-            )
+            return self.driver.commit(
+                self.committer, stage=self.stage, summary=self.comparison.summary_line,
+                paths=[self.out_dir],
+            )  # fmt: skip
         except StageCommitError as exc:  # the branch moved: keep the files, say so
             self.driver.alert(
                 f"the comparison could not be committed: {exc}", level="warning",

@@ -28,9 +28,25 @@ class DriverEvents:
 
     def alert(
         self, message: str, *, level: str = "info", code: str, stage: str | None = None,
-        trial: str | None = None,
+        trial: str | None = None, **fields: Any,
     ) -> None:  # fmt: skip
-        self.push("alert", level=level, code=code, message=message, stage=stage, trial=trial)
+        self.push(
+            "alert", level=level, code=code, message=message, stage=stage, trial=trial, **fields
+        )
+
+    def commit(self, committer, *, stage: str, summary: str, paths) -> str | None:
+        """Commit ``paths`` for ``stage`` (``StageCommitter.commit_stage``) and say so in a
+        ``git:committed`` alert with the commit id (what the TUI's stage strip shows).
+        Returns the commit, None when nothing changed; raises ``StageCommitError``."""
+        from .gitstage import stage_message
+
+        commit = committer.commit_stage(stage=stage, summary=summary, paths=paths)
+        if commit is not None:
+            self.alert(
+                f"committed {commit[:10]} {stage_message(stage, summary)}", code="git:committed",
+                stage=stage, commit=commit,
+            )  # fmt: skip
+        return commit
 
     def fail_for_task(
         self, *, stage: str, since: int, error: str, trial: str | None = None

@@ -20,7 +20,7 @@ stage      status (started|finished|failed), error (optional), last_log_lines (o
            resumed_from_epoch (the epoch of the checkpoint it resumed from);
            the run's own end is a stage event with ``terminal: true`` and ``run_status``
 alert      level (info|warning|critical), code, message; health alerts add ``health``,
-           training-curve alerts add ``epoch``
+           training-curve alerts add ``epoch``, a stage commit (``git:committed``) ``commit``
 artifact   path, bytes, sha256
 log        stream, line
 sync       ok; then files, transferred, bytes, unchanged, skipped, refused, deleted,
@@ -130,6 +130,7 @@ IDENTITY_KEYS = frozenset({"seq", *COMMON_FIELDS})
 RECEIVER_KEYS = frozenset({*STORED_FIELDS, "batch_end"})
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHA1 = re.compile(r"[0-9a-f]{40}")
 
 
 def make_event(
@@ -264,6 +265,7 @@ def _check_alert(e: dict) -> None:
     _enum_value(e, "level", AlertLevel)
     _need(e, "code", "a short stable code, e.g. health:stalled", lambda v: _str(v) and bool(v))
     _need(e, "message", "a message", _str)
+    _maybe(e, "commit", "a commit id (40 hex digits)", lambda v: _str(v) and _SHA1.fullmatch(v))
 
 
 def _check_artifact(e: dict) -> None:

@@ -209,8 +209,8 @@ def _drive(
         rec.summary, rec.node = result["summary"], result["node"]
         if committer is not None:
             try:
-                rec.commit = committer.commit_stage(
-                    stage=stage.name, summary=rec.summary, paths=[run_dir / stage.name]
+                rec.commit = driver.commit(
+                    committer, stage=stage.name, summary=rec.summary, paths=[run_dir / stage.name]
                 )
             except StageCommitError as exc:
                 return _failed(

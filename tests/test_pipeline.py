@@ -171,6 +171,10 @@ def test_a_full_run_commits_each_stage_once_and_never_a_checkpoint(ray_driver, r
     shas = git("log", "--format=%H", f"main..{run.branch}", cwd=run.worktree).split()[::-1]
     assert [state.stages[n].commit for n in names] == shas
     assert state.status == "succeeded"
+    # Each commit is in the events too (the TUI's stage strip shows them).
+    committed = [e for e in run.events() if e["kind"] == "alert" and e["code"] == "git:committed"]
+    assert [(e["stage"], e["commit"]) for e in committed] == list(zip(names, shas, strict=True))
+    assert committed[1]["message"] == f"committed {shas[1][:10]} " + log[1]
     # Every commit holds only its own stage's folder; no checkpoint anywhere on the branch.
     rel = f"results/{run.run_id}"
     for name, sha in zip(names, shas, strict=True):
