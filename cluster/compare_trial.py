@@ -34,6 +34,9 @@ def run_trial(ctx: StageContext) -> StageOutcome:
     else:
         data = _user(ctx, run=compare.run, metric=compare.metric)
     data.update(gpu_ids=gpu_ids, host=socket.gethostname())
+    for name, v in data["metrics"].items():  # the trial's results as events: a live compare view
+        if v is not None:
+            ctx.reporter.metric(name, v)
     value = data["metrics"].get(compare.metric)
     shown = f"{compare.metric}={value:.4g}" if isinstance(value, float) else "no value"
     return StageOutcome(summary=f"{trial.name} {shown}", data=data)

@@ -16,8 +16,9 @@ heartbeat  host, pid, rss_mb, gpus (list of dicts or None), progress_step (optio
 progress   step, epoch (1-based), metrics (dict name -> number); epoch_end (optional)
 metric     name, value, step, epoch
 stage      status (started|finished|failed), error (optional), last_log_lines (optional);
-           a start may say attempt (1 first, 2 the first retry, ...) and
-           resumed_from_epoch (the epoch of the checkpoint it resumed from);
+           a start may say attempt (1 first, 2 the first retry, ...),
+           resumed_from_epoch (the epoch of the checkpoint it resumed from), epochs (the
+           built-in training's planned epochs) and gpu_ids (a compare trial's, from Ray);
            the run's own end is a stage event with ``terminal: true`` and ``run_status``
 alert      level (info|warning|critical), code, message; health alerts add ``health``,
            training-curve alerts add ``epoch``, a stage commit (``git:committed``) ``commit``

@@ -89,10 +89,13 @@ def stage_task(job: dict) -> dict:
     cwd = os.getcwd()
     started = time.time()
     # On a retry (the worker died), attempt 2, 3...: the monitor marks the old worker dead.
+    extra = {"gpu_ids": [str(g) for g in ray.get_gpu_ids()]} if ctx.trial else {}
+    epochs = _planned_epochs(ctx)
+    if epochs is not None:
+        extra["epochs"] = epochs  # what a live view's ETA divides by
     reporter.stage(
-        stage.name, "started", node=node, pid=os.getpid(), attempt=task_attempt(),
-        **({"gpu_ids": [str(g) for g in ray.get_gpu_ids()]} if ctx.trial else {}),
-    )  # fmt: skip
+        stage.name, "started", node=node, pid=os.getpid(), attempt=task_attempt(), **extra
+    )
     secrets = job.get("secrets") or {}
     saved_env = {k: os.environ.get(k) for k in secrets}
     try:
@@ -129,6 +132,18 @@ def stage_task(job: dict) -> dict:
         sys.stdout, sys.stderr = saved
         set_default_reporter(previous)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _planned_epochs(ctx: StageContext) -> int | None:
+    """The epochs the built-in training of this stage (or trial) plans, else None."""
+    if ctx.trial is not None:
+        epochs = ctx.trial.config.get("epochs")
+        return epochs if isinstance(epochs, int) and ctx.spec.compare.run is None else None
+    if ctx.stage.builtin and ctx.stage.name == "train":
+        from tether.ml.train_config import TrainConfig
+
+        return (TrainConfig.from_dict(ctx.spec.train) if ctx.spec.train else TrainConfig()).epochs
+    return None
 
 
 def _finish_files(

@@ -137,8 +137,15 @@ def test_four_trials_on_four_logical_gpus_each_get_their_own_and_run_at_once(ray
     gpu_ids = [r.gpu_ids for r in records.values()]
     assert all(len(g) == 1 for g in gpu_ids), gpu_ids
     assert {g[0] for g in gpu_ids} == {"0", "1", "2", "3"}  # distinct, as Ray assigned them
-    spans = _intervals(run.events())
+    events = run.events()
+    spans = _intervals(events)
     assert sorted(spans) == ["a-s0", "b-s0", "c-s0", "d-s0"]
+    starts = {e["trial"]: e for e in events if e["kind"] == "stage" and e["status"] == "started"}
+    assert {t: starts[f"{t}-s0"]["gpu_ids"] for t in "abcd"} == {
+        t: r.gpu_ids for t, r in records.items()
+    }  # the events say which GPU each trial got, as the records do
+    results = {e["trial"]: e["value"] for e in events if e["kind"] == "metric"}
+    assert results == {f"{t}-s0": v for t, v in zip("abcd", (0.9, 0.8, 0.7, 0.6), strict=True)}
     t0 = min(s for s, _ in spans.values())
     shown = {t: (round(s - t0, 2), round(e - t0, 2)) for t, (s, e) in spans.items()}
     assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values()), shown
@@ -353,6 +360,8 @@ def test_a_real_comparison_of_four_extractors_and_two_seeds_on_cpu(ray_driver, r
             assert res["model"] == name and res["model_config"]["seed"] == seed
             assert res["model_config"]["lr"] == (1e-3 if name == "magvit" else 2e-3)
             values.setdefault(name, []).append(res["test_results"]["accuracy"])
+    starts = [e for e in run.events() if e["kind"] == "stage" and e["status"] == "started"]
+    assert sorted(e["epochs"] for e in starts if e["trial"]) == [2] * 8  # planned: for an ETA
     comparison = json.loads((run.run_dir / "compare" / "comparison.json").read_text())
     assert comparison["counts"]["finished"] == 8 and comparison["counts"]["failed"] == 0
     assert comparison["provenance"]["branch"] == run.branch
