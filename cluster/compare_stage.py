@@ -7,8 +7,9 @@ cpus_per_trial``: Ray places them, and queues what does not fit (no scheduler of
 CUDA_VISIBLE_DEVICES of ours). ``max_retries`` of the stage is each trial's: a trial whose
 worker or node died is retried by Ray and resumes from its checkpoint.
 
-As each trial ends the driver writes ``<run_dir>/compare/trials/<trial>/trial.json`` (its
-record: metrics or error and last log lines, device, GPU ids, node, attempt), rewrites the
+As trials end (those that end together, in one go) the driver writes
+``<run_dir>/compare/trials/<trial>/trial.json`` (its record: metrics or error and last log
+lines, device, GPU ids, node, attempt), rewrites the
 comparison report (``tether.ml.comparison_report``) in ``<run_dir>/compare/`` and commits it
 (``compare: 5/12 trials, best i3d 0.981 +- 0.004``), so a partial comparison is visible and
 pulled early. A trial that fails is recorded with its error; the others go on. The stage
@@ -135,22 +136,28 @@ def run_compare(
                     stage=stage.name, since=since, error=error, trial=t.name
                 )
                 records[t.name] = _failed(records[t.name], error=error, lines=lines)
-                report.trial_done(t.name)
+                report.record(t.name)
             pending.clear()
+            commit = report.write() or commit
             break
-        ref = ready[0]
-        t = pending.pop(ref)
-        try:
-            result = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            error, lines = task_error(exc, max_retries=stage.max_retries)
-            lines = lines or driver.fail_for_task(
-                stage=stage.name, since=since, error=error, trial=t.name
-            )
-            records[t.name] = _failed(records[t.name], error=error, lines=lines)
-        else:
-            records[t.name] = _finished(records[t.name], result)
-        commit = report.trial_done(t.name) or commit
+        if len(pending) > 1:  # the others that ended meanwhile: one report for them all
+            more, _ = ray.wait([r for r in pending if r != ready[0]], num_returns=len(pending) - 1,
+                               timeout=0)  # fmt: skip
+            ready += more
+        for ref in ready:
+            t = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                error, lines = task_error(exc, max_retries=stage.max_retries)
+                lines = lines or driver.fail_for_task(
+                    stage=stage.name, since=since, error=error, trial=t.name
+                )
+                records[t.name] = _failed(records[t.name], error=error, lines=lines)
+            else:
+                records[t.name] = _finished(records[t.name], result)
+            report.record(t.name)
+        commit = report.write() or commit
     failed = [r for r in records.values() if r.status == "failed"]
     summary = report.comparison.summary_line
     print(report.comparison.text, flush=True)
@@ -173,7 +180,8 @@ class _Report:
         self.out_dir, self.committer, self.driver, self.stage = out_dir, committer, driver, stage
         self.comparison = None
 
-    def trial_done(self, name: str) -> str | None:
+    def record(self, name: str) -> None:
+        """Write a trial's record (and say when it failed); ``write`` then makes the report."""
         rec = self.records[name]
         write_json_atomic(
             self.out_dir / TRIALS_DIR / name / TRIAL_FILE, rec.model_dump(mode="json")
@@ -183,7 +191,6 @@ class _Report:
                 f"trial {name} failed: {rec.error}", level="warning", code="compare:trial_failed",
                 stage=self.stage, trial=name,
             )  # fmt: skip
-        return self.write()
 
     def write(self) -> str | None:
         self.comparison = write_comparison(
