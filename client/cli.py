@@ -16,6 +16,7 @@ from . import __version__
 from .clustercmd import add_cluster_parser
 from .errors import TetherError, from_library_error
 from .output import make_console, styled
+from .watchcmd import add_watch_parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _run_parsers(sub)
     add_cluster_parser(sub=sub)
+    add_watch_parser(sub=sub)
 
     diag = sub.add_parser("diagnose", help="diagnose training curves from a history JSON")
     diag.add_argument(
@@ -200,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             from .clustercmd import cluster_command
 
             return cluster_command(args=args, console=console)
+        if args.command == "watch":
+            from .watchcmd import watch_command
+
+            return watch_command(args=args, console=console)
     except Exception as exc:  # one error tree: TetherError, or a library's error mapped to one
         error = from_library_error(exc)
         if error is None or os.environ.get("TETHER_DEBUG") == "1":

@@ -94,6 +94,15 @@ class HeartbeatSettings(_Strict):
         return value
 
 
+class WatchSettings(_Strict):
+    """``tether watch``'s windows per run (``client/watch/model.py`` ``Caps``): the raw
+    events it keeps on screen. The per-epoch metric series (the charts) keep every epoch."""
+
+    log_lines: int = Field(default=2000, ge=10, le=1_000_000)
+    alerts: int = Field(default=500, ge=10, le=100_000)
+    steps_per_trial: int = Field(default=300, ge=10, le=100_000)
+
+
 class TetherConfig(_Strict):
     # `profiles` comes first so the check of `default_profile` can see it.
     profiles: dict[str, Profile] = Field(default_factory=dict)
@@ -101,6 +110,7 @@ class TetherConfig(_Strict):
     results_dir: str = "results"
     sync: SyncRules = Field(default_factory=SyncRules)
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
 
     @field_validator("default_profile")
     @classmethod
