@@ -91,3 +91,14 @@ def test_windows_are_capped_but_every_epoch_point_stays():
     assert len(m.logs) == 50 and m.logs[-1].line == "l1000"
     assert len(m.trials["train"].steps) == 20
     assert len(m.series("train", "val_loss")) == 1000
+
+
+def test_long_trial_names_keep_their_seed_on_screen():
+    from tether.client.watch.model import TrialView
+    from tether.client.watch.widgets.trial_progress import row_text
+
+    rows = [
+        row_text(TrialView(trial=f"transformer-s{i}"), color="red", pinned=False, eta=None).plain
+        for i in (0, 1)
+    ]
+    assert rows[0] != rows[1] and "er-s0" in rows[0] and "er-s1" in rows[1]

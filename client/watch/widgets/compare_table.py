@@ -105,16 +105,26 @@ def compare_rows(states: list[TrialState], *, metric: str, mode: str) -> list[Co
                 mean=summ.mean if summ else None,
                 std=summ.std if summ else None,
                 done=summ.n if summ else 0,
-                failed=sum(s.status == "failed" for s in mine)
-                + sum(s.status == "finished" and (s.value is None) for s in mine),
+                failed=sum(s.status == "failed" for s in mine),
                 running=sum(s.status == "running" for s in mine),
                 values=tuple(p.value for p in sorted(summ.points, key=lambda p: p.seed))
                 if summ
                 else (),
-                warning=summ.warning if summ else "0 seeds: no result",
+                warning=_note(summ, mine, metric),
             )
         )
     return rows
+
+
+def _note(summ, mine: list[TrialState], metric: str) -> str | None:
+    """The row's warning; a finished trial that reported no value is not a failure, it is said
+    so (a run from before trials reported their metrics as events)."""
+    silent = sum(s.status == "finished" and s.value is None for s in mine)
+    warning = summ.warning if summ else "0 seeds: no result"
+    if silent:
+        said = f"{silent} finished without a {metric} event"
+        return f"{warning}; {said}" if warning else said
+    return warning
 
 
 def mean_std_text(mean: float | None, std: float | None) -> str:

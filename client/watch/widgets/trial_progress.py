@@ -57,8 +57,10 @@ def eta_now(trial: TrialView, *, now: float) -> float | None:
 
 def row_text(trial: TrialView, *, color: str, pinned: bool, eta: float | None) -> Text:
     name = str(trial.trial or "-")
-    if len(name) > NAME_WIDTH:
-        name = name[: NAME_WIDTH - 1] + "…"
+    if len(name) > NAME_WIDTH:  # keep the end: "slowfast-s0" and "-s1" must stay apart
+        keep = NAME_WIDTH - 1
+        head = keep // 2
+        name = name[:head] + "…" + name[len(name) - (keep - head) :]
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("◆" if pinned else " ", style=color)
     text.append(name.ljust(NAME_WIDTH), style=f"bold {color}")
