@@ -99,12 +99,13 @@ def test_the_checker_sees_a_violation(tmp_path):
     assert "tether.client.sub.sibling" in found  # relative to the package of the file
 
 
-def test_the_laptop_cli_and_analysis_never_load_torch():
+def _assert_fresh_imports_leave_out(*, modules: tuple[str, ...], banned: tuple[str, ...]):
+    """In a fresh interpreter, importing ``modules`` loads no package named in ``banned``."""
     code = (
         "import sys, importlib\n"
-        f"for m in ('tether.client.cli', 'tether.client.analyze', *{TORCH_FREE!r}):\n"
+        f"for m in {modules!r}:\n"
         "    importlib.import_module(m)\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {banned!r})\n"
         "assert not bad, bad[:5]\n"
         "print('ok')\n"
     )
@@ -112,6 +113,13 @@ def test_the_laptop_cli_and_analysis_never_load_torch():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_the_laptop_cli_and_analysis_never_load_torch():
+    _assert_fresh_imports_leave_out(
+        modules=("tether.client.cli", "tether.client.analyze", *TORCH_FREE),
+        banned=("torch", "ray"),
+    )
 
 
 # An old top-level name after `from`, `import` (also later in a list: `import sys, <old>.x`)
@@ -155,14 +163,7 @@ def test_a_trial_worker_imports_no_plotting_statistics_or_torch():
     """Every trial is a fresh Ray worker that imports ``stage_task``: what that pulls in is paid
     once per trial (the fan-out benchmark found 2.4 s of CPU per trial when it pulled the
     report's matplotlib, seaborn and scipy)."""
-    code = (
-        "import sys, tether.cluster.stage_task\n"
-        "heavy = ('matplotlib', 'seaborn', 'scipy', 'pandas', 'torch')\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
-        "assert not bad, bad[:5]\n"
-        "print('ok')\n"
+    _assert_fresh_imports_leave_out(
+        modules=("tether.cluster.stage_task",),
+        banned=("matplotlib", "seaborn", "scipy", "pandas", "torch"),
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
